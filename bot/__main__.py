@@ -1,0 +1,99 @@
+"""`python -m bot` starts Atelier; `python -m bot backup PATH` copies the database safely."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+from bot.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("bot")
+
+
+class RedactToken(logging.Filter):
+    """Never let the bot token reach a log line, whatever logged it."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.token in message:
+            record.msg, record.args = message.replace(self.token, "[token]"), None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if self.token in text:
+                record.exc_info = None
+                record.exc_text = text.replace(self.token, "[token]")
+        return True
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RedactToken(settings.discord_token))
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(
+        settings.log_level)))
+
+
+async def run(settings: Settings) -> None:
+    from bot.client import AtelierBot
+
+    bot = AtelierBot(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Stop taking work, let the running batch finish, leave queued jobs for the next start.
+        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+    async with bot:
+        await bot.start(settings.discord_token)
+
+
+def backup(settings: Settings, target: Path) -> None:
+    """Copy the live database with SQLite's online backup API (safe while the bot runs)."""
+    if not settings.database_path.exists():
+        raise SystemExit(f"no database at {settings.database_path}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(settings.database_path)
+    destination = sqlite3.connect(target)
+    try:
+        with destination:
+            source.backup(destination)
+    finally:
+        destination.close()
+        source.close()
+    print(f"backed up {settings.database_path} to {target}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["backup"]:
+            if len(argv) != 2:
+                print("usage: python -m bot backup PATH", file=sys.stderr)
+                return 2
+            backup(load_settings(require_token=False), Path(argv[1]))
+            return 0
+        if argv:
+            print("usage: python -m bot [backup PATH]", file=sys.stderr)
+            return 2
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    try:
+        asyncio.run(run(settings))
+    except ConfigError as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

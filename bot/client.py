@@ -1,0 +1,133 @@
+"""The bot: a typed `commands.Bot` that owns the database, the image store and the executor."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.catalogue import Catalogue
+from bot.config import Settings
+from bot.engine.executor import LocalExecutor
+from bot.engine.types import GenerationRequest
+from bot.engine.worker import Worker, WorkerConfig
+from bot.jobs import JobService
+from bot.ui import ButtonHandler, JobButton
+from storage import ImageStore, Repository, open_database
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.imagine",)
+
+
+def point_at(api_base: str | None, gateway_url: str | None) -> None:
+    """Send REST calls and the gateway connection somewhere other than Discord (a proxy, a
+    test double). discord.py reads both class attributes each time it builds a request."""
+    if api_base:
+        discord.http.Route.BASE = api_base
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class AtelierBot(commands.Bot):
+    repo: Repository
+    store: ImageStore
+    executor: LocalExecutor
+    jobs: JobService
+
+    def __init__(self, settings: Settings) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # no privileged intents: everything arrives as interactions
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+            guild_ready_timeout=settings.guild_ready_timeout,
+        )
+        self.settings = settings
+        self.catalogue = Catalogue.from_settings(settings)
+        self.button_handlers: dict[str, ButtonHandler] = {}
+        self.started_at = time.time()
+        point_at(settings.discord_api_base, settings.discord_gateway_url)
+
+    async def setup_hook(self) -> None:
+        self.repo = Repository(await open_database(self.settings.database_path))
+        self.store = ImageStore(self.settings.images_dir)
+        self.executor = self._make_executor()
+        self.executor.start()
+        self.jobs = JobService(self)
+        self.add_dynamic_items(JobButton)
+        self.tree.on_error = self.on_app_command_error
+        for extension in EXTENSIONS:
+            try:
+                await self.load_extension(extension)
+            except commands.ExtensionError:
+                log.exception("could not load %s", extension)
+        await self._sync_commands()
+        resumed = await self.jobs.recover()
+        if resumed:
+            log.info("resumed %d unfinished jobs", resumed)
+
+    def _make_executor(self) -> LocalExecutor:
+        settings = self.settings
+        config = WorkerConfig(
+            models=tuple(self.catalogue),
+            device=settings.sd_device,
+            dtype=settings.sd_dtype,
+            models_loaded=settings.sd_models_loaded,
+            max_batch=settings.max_batch,
+            cache_dir=str(settings.data_dir / "models"),
+            compile=settings.sd_compile,
+        )
+        default = self.catalogue.default
+        warm_up = GenerationRequest(
+            job_id="warm-up", user_key="", model=default.name, prompt="warm up", negative="",
+            width=default.family.native_side, height=default.family.native_side, steps=2,
+            guidance=default.family.guidance, sampler=default.family.sampler, seeds=(0,),
+        )
+        return LocalExecutor(lambda: Worker(config), settings.max_batch, warm_up=warm_up)
+
+    async def _sync_commands(self) -> None:
+        if self.settings.dev_guild_id is not None:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to server %s", len(synced), guild.id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d commands globally", len(synced))
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("ready as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))
+
+    async def on_app_command_error(self, interaction: discord.Interaction[AtelierBot],
+                                   error: app_commands.AppCommandError) -> None:
+        log.error("command %s failed", interaction.command and interaction.command.name,
+                  exc_info=error)
+        await answer_error(interaction, "Something went wrong on our side; please try again.")
+
+    async def close(self) -> None:
+        if hasattr(self, "executor"):
+            await self.executor.close()
+        if hasattr(self, "jobs"):
+            await self.jobs.wait_idle()
+        await super().close()
+        if hasattr(self, "repo"):
+            await self.repo.close()
+
+
+async def answer_error(interaction: discord.Interaction[AtelierBot], text: str) -> None:
+    """Tell the user what went wrong, privately, whether or not the interaction was answered."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not report an error to %s", interaction.user)

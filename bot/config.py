@@ -1,0 +1,153 @@
+"""Typed configuration, read once at start-up from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+EXECUTORS = ("local", "ray")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str = field(repr=False)
+    dev_guild_id: int | None = None
+    sd_model: str = DEFAULT_MODEL
+    sd_models: tuple[tuple[str, str], ...] = ()
+    sd_device: str = "auto"
+    sd_dtype: str = "auto"
+    data_dir: Path = Path("data")
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
+    max_queue_per_user: int = 3
+    max_batch: int = 8
+    sd_models_loaded: int = 1
+    sd_compile: bool = False
+    lora_dir: Path | None = None
+    executor: str = "local"
+    ray_address: str = ""
+    ray_workers: int | None = None
+    log_level: str = "INFO"
+    # Not in the user-facing table: lets tests shorten discord.py's wait for guilds.
+    guild_ready_timeout: float = 2.0
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "atelier.db"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str], T], hint: str) -> T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return convert(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {hint}, got {raw!r}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        if raw.lower() not in (o.lower() for o in options):
+            raise ValueError(raw)
+        return next(o for o in options if o.lower() == raw.lower())
+
+    return convert
+
+
+def _url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://", "ws://", "wss://")):
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
+def _model_list(raw: str) -> tuple[tuple[str, str], ...]:
+    models: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        name, sep, source = item.strip().partition("=")
+        name, source = name.strip(), source.strip()
+        if not sep or not name or not source or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(item)
+        models.append((name.lower(), source))
+    if len({name for name, _ in models}) != len(models):
+        raise ValueError(raw)
+    return tuple(models)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path = ".env",
+    require_token: bool = True,
+) -> Settings:
+    """Read settings; variables in the environment win over those in `env_file`."""
+    from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    env = {**from_file, **(os.environ if environ is None else environ)}
+
+    token = env.get("DISCORD_TOKEN", "").strip()
+    if not token and require_token:
+        raise ConfigError("DISCORD_TOKEN is not set: put your bot token in .env or the environment")
+
+    sd_models = _parse(env, "SD_MODELS", (), _model_list, "a comma-separated list of name=source")
+
+    return Settings(
+        discord_token=token,
+        dev_guild_id=_parse(env, "DEV_GUILD_ID", None, _positive_int, "a server id (a number)"),
+        sd_model=_text(env, "SD_MODEL", DEFAULT_MODEL),
+        sd_models=sd_models,
+        sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES), "one of " + ", ".join(DEVICES)),
+        sd_dtype=_parse(env, "SD_DTYPE", "auto", _choice(DTYPES), "one of " + ", ".join(DTYPES)),
+        data_dir=Path(_text(env, "DATA_DIR", "data")).expanduser(),
+        discord_api_base=_parse(env, "DISCORD_API_BASE", None, _url, "an http(s) URL"),
+        discord_gateway_url=_parse(env, "DISCORD_GATEWAY_URL", None, _url, "a ws(s) URL"),
+        max_queue_per_user=_parse(env, "MAX_QUEUE_PER_USER", 3, _positive_int, "a whole number ≥ 1"),
+        max_batch=_parse(env, "MAX_BATCH", 8, _positive_int, "a whole number ≥ 1"),
+        sd_models_loaded=_parse(env, "SD_MODELS_LOADED", 1, _positive_int, "a whole number ≥ 1"),
+        sd_compile=_parse(env, "SD_COMPILE", False, _flag, "0 or 1"),
+        lora_dir=_parse(env, "LORA_DIR", None, lambda raw: Path(raw).expanduser(), "a folder"),
+        executor=_parse(env, "EXECUTOR", "local", _choice(EXECUTORS), "local or ray"),
+        ray_address=_text(env, "RAY_ADDRESS", ""),
+        ray_workers=_parse(env, "RAY_WORKERS", None, _positive_int, "a whole number ≥ 1"),
+        log_level=_parse(env, "LOG_LEVEL", "INFO", lambda r: _choice(LOG_LEVELS)(r.upper()),
+                         "one of " + ", ".join(LOG_LEVELS)),
+        guild_ready_timeout=_parse(env, "ATELIER_GUILD_READY_TIMEOUT", 2.0, float, "seconds"),
+    )

@@ -1,0 +1,37 @@
+"""Cheap live previews: latents projected linearly to RGB, no VAE call."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+# Least-squares fits of latent channels to RGB, as used by AUTOMATIC1111's "Approx cheap" preview.
+_SD_FACTORS = (
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
+_SDXL_FACTORS = (
+    (0.3920, 0.4054, 0.4549),
+    (-0.2634, -0.0196, 0.0653),
+    (0.0568, 0.1687, -0.0755),
+    (-0.3112, -0.2359, -0.2076),
+)
+
+
+def latents_to_png(latents: Any, sdxl: bool = False, scale: int = 2) -> bytes:
+    """A small PNG of one latent (C×H×W tensor), `scale` times the latent size."""
+    import torch
+    from PIL import Image
+
+    factors = torch.tensor(_SDXL_FACTORS if sdxl else _SD_FACTORS, dtype=torch.float32)
+    latent = latents.detach().to("cpu", torch.float32)[: factors.shape[0]]
+    rgb = torch.einsum("chw,cr->hwr", latent, factors[: latent.shape[0]])
+    pixels = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+    image = Image.fromarray(pixels, "RGB")
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

@@ -1,0 +1,75 @@
+"""Plain, serialisable dataclasses that cross into and out of the executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class EngineError(Exception):
+    """A job could not be run; the message is fit to show to its author."""
+
+
+class JobCancelled(Exception):
+    """The job was cancelled before it finished."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One job: `len(seeds)` images of one prompt. Image i uses a generator seeded `seeds[i]`."""
+
+    job_id: str
+    user_key: str  # whose turn it is, for fair scheduling
+    model: str  # a catalogue name
+    prompt: str  # may hold `::` weighted parts
+    negative: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    sampler: str
+    seeds: tuple[int, ...]
+    init_image: bytes | None = field(default=None, repr=False)  # encoded picture (img2img)
+    strength: float | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def kind(self) -> str:
+        return "img2img" if self.init_image is not None else "txt2img"
+
+    def batch_key(self) -> tuple[object, ...]:
+        """Requests with equal keys can share one pipeline call."""
+        return (self.model, self.kind, self.width, self.height, self.steps, self.guidance,
+                self.sampler, self.strength)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    seed: int
+    png: bytes = field(repr=False)  # carries the AUTOMATIC1111 `parameters` chunk
+    width: int
+    height: int
+    nsfw: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    job_id: str
+    model: str
+    images: tuple[GeneratedImage, ...]
+    seconds: float  # this job's share of pipeline time
+    batch_images: int  # images in the pipeline call(s) that made it
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job stands: waiting at `position` (1 = next), or running at `step` of `total`."""
+
+    job_id: str
+    state: str  # "queued" or "running"
+    position: int = 0
+    step: int = 0
+    total: int = 0
+    preview: bytes | None = field(default=None, repr=False)  # small PNG decoded from latents

@@ -1,0 +1,416 @@
+"""The worker: owns the diffusers pipelines and runs batches of requests on one device.
+
+The same class runs in the executor's thread and, later, inside a process on another machine: its
+inputs and outputs are the plain dataclasses of `bot.engine.types`."""
+
+from __future__ import annotations
+
+import gc
+import io
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.engine.conditioning import Conditioning, encode_negative, encode_prompt
+from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
+from bot.engine.preview import latents_to_png
+from bot.engine.samplers import make_scheduler, sampler
+from bot.engine.tiny import build_tiny
+from bot.engine.types import EngineError, GeneratedImage, GenerationRequest, GenerationResult
+from bot.imaging import a1111_parameters, encode_png
+
+log = logging.getLogger(__name__)
+
+PREVIEW_INTERVAL = 1.0  # seconds between previews decoded from latents
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    models: tuple[ModelSpec, ...]
+    device: str = "auto"
+    dtype: str = "auto"
+    models_loaded: int = 1
+    max_batch: int = 8
+    cache_dir: str = "data/models"
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """Progress of a pipeline call, for the jobs in it."""
+
+    job_ids: tuple[str, ...]
+    step: int
+    total: int
+    previews: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+
+Reporter = Callable[[StepReport], None]
+CancelCheck = Callable[[str], bool]
+Outcome = GenerationResult | BaseException
+
+
+def resolve_device(setting: str) -> str:
+    import torch
+
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(setting: str, device: str) -> Any:
+    import torch
+
+    if setting == "auto":
+        return torch.float16 if device in ("cuda", "mps") else torch.float32
+    return getattr(torch, setting)
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    import diffusers
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"diffusers\.")
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@dataclass
+class _Loaded:
+    spec: ModelSpec
+    pipe: Any
+    safety: tuple[Any, Any] | None  # (checker, feature extractor) when the model ships one
+
+
+class Worker:
+    """Loads models lazily, keeps at most `models_loaded` on the device, runs batches."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        _quiet_libraries()
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.specs = {spec.name: spec for spec in config.models}
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
+        self.jobs_done = 0
+
+    # ---- models -----------------------------------------------------------------------------
+
+    def _load(self, spec: ModelSpec) -> _Loaded:
+        import torch
+        from diffusers import (
+            AutoPipelineForText2Image,
+            StableDiffusionPipeline,
+            StableDiffusionXLPipeline,
+        )
+
+        started = time.perf_counter()
+        source = Path(spec.source).expanduser()
+        if spec.source == "tiny":
+            pipe = AutoPipelineForText2Image.from_pretrained(
+                build_tiny(Path(self.config.cache_dir) / "tiny"), dtype=self.dtype
+            )
+        elif source.is_dir():
+            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype)
+        elif source.suffix.lower() in SINGLE_FILE_SUFFIXES:
+            cls = StableDiffusionXLPipeline if spec.sdxl else StableDiffusionPipeline
+            pipe = cls.from_single_file(str(source), dtype=self.dtype)
+        else:
+            pipe = self._load_from_hub(spec.source)
+        safety = None
+        if getattr(pipe, "safety_checker", None) is not None:
+            # Run the checker ourselves: the pipeline would black out flagged images, but whether
+            # they may be shown depends on the channel, which only the bot knows.
+            safety = (pipe.safety_checker.to(self.device), pipe.feature_extractor)
+            pipe.safety_checker = None
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        if self.device == "cuda":
+            pipe.unet.to(memory_format=torch.channels_last)
+        log.info("loaded model %s (%s) on %s in %.1f s", spec.name, spec.family.label,
+                 self.device, time.perf_counter() - started)
+        return _Loaded(spec, pipe, safety)
+
+    def _load_from_hub(self, repo_id: str) -> Any:
+        import torch
+        from diffusers import AutoPipelineForText2Image
+
+        if self.dtype == torch.float16:
+            try:
+                return AutoPipelineForText2Image.from_pretrained(
+                    repo_id, dtype=self.dtype, variant="fp16"
+                )
+            except (OSError, ValueError):
+                log.info("%s has no fp16 variant; loading the full weights", repo_id)
+        return AutoPipelineForText2Image.from_pretrained(repo_id, dtype=self.dtype)
+
+    def model(self, name: str) -> _Loaded:
+        """The loaded model `name`, loading it (and moving the least recently used off) if needed."""
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            loaded = self._loaded[name]
+            if loaded.pipe.device.type != self.device:
+                started = time.perf_counter()
+                self._make_room()
+                loaded.pipe.to(self.device)
+                log.info("moved model %s back to %s in %.1f s", name, self.device,
+                         time.perf_counter() - started)
+            return loaded
+        try:
+            spec = self.specs[name]
+        except KeyError:
+            raise EngineError(f"Unknown model `{name}`") from None
+        self._make_room()
+        loaded = self._load(spec)
+        self._loaded[name] = loaded
+        return loaded
+
+    def _make_room(self) -> None:
+        if self.device == "cpu":
+            return
+        on_device = [n for n, m in self._loaded.items() if m.pipe.device.type == self.device]
+        while len(on_device) >= self.config.models_loaded:
+            name = on_device.pop(0)
+            started = time.perf_counter()
+            self._loaded[name].pipe.to("cpu")
+            self._free_memory()
+            log.info("moved model %s off %s in %.1f s", name, self.device,
+                     time.perf_counter() - started)
+
+    def _free_memory(self) -> None:
+        import torch
+
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    # ---- generation -------------------------------------------------------------------------
+
+    def run(
+        self,
+        requests: Sequence[GenerationRequest],
+        report: Reporter | None = None,
+        cancelled: CancelCheck = lambda job_id: False,
+    ) -> dict[str, Outcome]:
+        """Run compatible requests together; each job gets its result or its own exception."""
+        started = time.perf_counter()
+        try:
+            outcomes = self._run_together(requests, report, cancelled)
+        except EngineError as error:
+            return {request.job_id: error for request in requests}
+        except Exception:
+            if len(requests) == 1:
+                log.exception("job %s failed", requests[0].job_id)
+                return {requests[0].job_id: EngineError("The image pipeline failed on this job")}
+            # One bad request must not fail the others: run each alone to find it.
+            log.warning("a batch of %d jobs failed; running them one by one", len(requests))
+            outcomes = {}
+            for request in requests:
+                outcomes.update(self.run([request], report, cancelled))
+            return outcomes
+        self.jobs_done += len(requests)
+        log.debug("ran %d jobs in %.2f s", len(requests), time.perf_counter() - started)
+        return outcomes
+
+    def _run_together(
+        self,
+        requests: Sequence[GenerationRequest],
+        report: Reporter | None,
+        cancelled: CancelCheck,
+    ) -> dict[str, Outcome]:
+        first = requests[0]
+        if any(request.batch_key() != first.batch_key() for request in requests):
+            raise ValueError("requests in one batch must share their batch key")
+        sampler(first.sampler)  # unknown names fail before any work
+        loaded = self.model(first.model)
+        slots = [(request, index) for request in requests for index in range(request.count)]
+        images: dict[tuple[str, int], Any] = {}
+        seconds: dict[str, float] = {request.job_id: 0.0 for request in requests}
+        conditioning: dict[str, tuple[Conditioning, Conditioning]] = {}
+
+        pending = [slots[i:i + self.config.max_batch]
+                   for i in range(0, len(slots), self.config.max_batch)]
+        while pending:
+            chunk = pending.pop(0)
+            live = [slot for slot in chunk if not cancelled(slot[0].job_id)]
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                pictures = self._call(loaded, live, conditioning, report, cancelled)
+            except Exception as error:
+                if not _is_out_of_memory(error):
+                    raise
+                self._free_memory()
+                if len(live) == 1:
+                    raise EngineError(
+                        f"Out of GPU memory for one {first.width}×{first.height} image; "
+                        "try a smaller size or fewer steps"
+                    ) from error
+                half = len(live) // 2
+                log.warning("out of memory with %d images; retrying as %d + %d",
+                            len(live), half, len(live) - half)
+                pending[:0] = [live[:half], live[half:]]
+                continue
+            share = (time.perf_counter() - started) / len(live)
+            for (request, index), picture in zip(live, pictures, strict=True):
+                images[(request.job_id, index)] = picture
+                seconds[request.job_id] += share
+
+        outcomes: dict[str, Outcome] = {}
+        for request in requests:
+            if cancelled(request.job_id):
+                continue
+            pictures = [images[(request.job_id, i)] for i in range(request.count)]
+            outcomes[request.job_id] = GenerationResult(
+                job_id=request.job_id,
+                model=request.model,
+                images=tuple(
+                    self._finish(loaded, request, index, picture)
+                    for index, picture in enumerate(pictures)
+                ),
+                seconds=seconds[request.job_id],
+                batch_images=len(slots),
+            )
+        return outcomes
+
+    def _call(
+        self,
+        loaded: _Loaded,
+        slots: list[tuple[GenerationRequest, int]],
+        conditioning: dict[str, tuple[Conditioning, Conditioning]],
+        report: Reporter | None,
+        cancelled: CancelCheck,
+    ) -> list[Any]:
+        """One pipeline call for `slots` (request, image index); returns PIL images in order."""
+        import torch
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+
+        first = slots[0][0]
+        base = loaded.pipe
+        scheduler = make_scheduler(first.sampler, base.scheduler.config)
+        if first.init_image is not None:
+            pipe = AutoPipelineForImage2Image.from_pipe(base, scheduler=scheduler)
+        else:
+            pipe = AutoPipelineForText2Image.from_pipe(base, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        device = pipe._execution_device
+
+        with torch.inference_mode():
+            for request, _ in slots:
+                if request.job_id not in conditioning:
+                    conditioning[request.job_id] = (
+                        encode_prompt(pipe, request.prompt, device),
+                        encode_negative(pipe, request.negative, device),
+                    )
+        positive = [conditioning[request.job_id][0] for request, _ in slots]
+        negative = [conditioning[request.job_id][1] for request, _ in slots]
+        kwargs: dict[str, Any] = {
+            "prompt_embeds": torch.cat([c.embeds for c in positive]),
+            "negative_prompt_embeds": torch.cat([c.embeds for c in negative]),
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "generator": [torch.Generator("cpu").manual_seed(request.seeds[index])
+                          for request, index in slots],
+            "output_type": "pil",
+        }
+        if positive[0].pooled is not None:
+            kwargs["pooled_prompt_embeds"] = torch.cat([c.pooled for c in positive])
+            kwargs["negative_pooled_prompt_embeds"] = torch.cat([c.pooled for c in negative])
+        if first.init_image is not None:
+            kwargs["image"] = [_init_picture(request, first.width, first.height)
+                               for request, _ in slots]
+            kwargs["strength"] = first.strength
+        else:
+            kwargs["width"], kwargs["height"] = first.width, first.height
+
+        job_ids = tuple(dict.fromkeys(request.job_id for request, _ in slots))
+        first_slot = {job_id: slots.index(next(s for s in slots if s[0].job_id == job_id))
+                      for job_id in job_ids}
+        last_preview = [0.0]
+
+        def on_step_end(pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+            if all(cancelled(job_id) for job_id in job_ids):
+                pipe_._interrupt = True
+            elif report is not None:
+                previews: dict[str, bytes] = {}
+                now = time.monotonic()
+                if now - last_preview[0] >= PREVIEW_INTERVAL and step + 1 < pipe_.num_timesteps:
+                    last_preview[0] = now
+                    latents = tensors["latents"]
+                    previews = {job_id: latents_to_png(latents[i], loaded.spec.sdxl)
+                                for job_id, i in first_slot.items()}
+                report(StepReport(job_ids, step + 1, pipe_.num_timesteps, previews))
+            return tensors
+
+        kwargs["callback_on_step_end"] = on_step_end
+        kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+        with torch.inference_mode():
+            output = pipe(**kwargs)
+        return list(output.images)
+
+    def _finish(self, loaded: _Loaded, request: GenerationRequest, index: int,
+                picture: Any) -> GeneratedImage:
+        seed = request.seeds[index]
+        parameters = a1111_parameters(
+            prompt=request.prompt,
+            negative=request.negative,
+            steps=request.steps,
+            sampler=sampler(request.sampler).label,
+            guidance=request.guidance,
+            seed=seed,
+            width=picture.width,
+            height=picture.height,
+            model=request.model,
+            strength=request.strength,
+        )
+        return GeneratedImage(
+            seed=seed,
+            png=encode_png(picture, parameters),
+            width=picture.width,
+            height=picture.height,
+            nsfw=self._is_nsfw(loaded, picture),
+        )
+
+    def _is_nsfw(self, loaded: _Loaded, picture: Any) -> bool:
+        if loaded.safety is None:
+            return False
+        import numpy as np
+        import torch
+
+        checker, extractor = loaded.safety
+        clip_input = extractor([picture], return_tensors="pt").pixel_values
+        array = np.asarray(picture, dtype=np.float32)[None] / 255.0
+        with torch.inference_mode():
+            _, flags = checker(images=array, clip_input=clip_input.to(self.device, checker.dtype))
+        return bool(flags[0])
+
+
+def _init_picture(request: GenerationRequest, width: int, height: int) -> Any:
+    from PIL import Image
+
+    assert request.init_image is not None
+    picture = Image.open(io.BytesIO(request.init_image)).convert("RGB")
+    if picture.size != (width, height):
+        picture = picture.resize((width, height), Image.Resampling.LANCZOS)
+    return picture
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()

@@ -1,0 +1,98 @@
+"""Pictures as users get them: sizes from aspect ratios, grids, PNGs that carry their parameters."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+from PIL import Image, PngImagePlugin
+
+from bot import limits
+from bot.prompt import Aspect
+
+
+class ImageSizeError(ValueError):
+    """The requested picture would be larger than the engine allows."""
+
+
+def size_for(aspect: Aspect, native_side: int, multiple: int = 8) -> tuple[int, int]:
+    """Map an aspect ratio onto the model's native area, both sides rounded to `multiple`."""
+    area = native_side * native_side
+    width = math.sqrt(area * aspect.ratio)
+    height = width / aspect.ratio
+    return _round_to(width, multiple), _round_to(height, multiple)
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def check_pixels(width: int, height: int) -> None:
+    if width * height > limits.MAX_PIXELS:
+        raise ImageSizeError(
+            f"{width}×{height} is {width * height / 1e6:.1f} megapixels; "
+            f"at most {limits.MAX_PIXELS / 1e6:.1f} are allowed"
+        )
+
+
+def compose_grid(images: Sequence[Image.Image]) -> Image.Image:
+    """1 image: itself; 2: side by side; 3 or 4: 2×2 with touching cells (black where empty)."""
+    if not images:
+        raise ValueError("a grid needs at least one image")
+    if len(images) == 1:
+        return images[0]
+    width, height = images[0].size
+    columns, rows = (2, 1) if len(images) == 2 else (2, 2)
+    grid = Image.new("RGB", (width * columns, height * rows), (0, 0, 0))
+    for index, image in enumerate(images):
+        grid.paste(image.convert("RGB"), ((index % columns) * width, (index // columns) * height))
+    return grid
+
+
+def encode_png(image: Image.Image, parameters: str | None = None) -> bytes:
+    """PNG bytes; `parameters` goes into the tEXt chunk AUTOMATIC1111, ComfyUI and Civitai read."""
+    info = None
+    if parameters is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def a1111_parameters(
+    *,
+    prompt: str,
+    negative: str,
+    steps: int,
+    sampler: str,
+    guidance: float,
+    seed: int,
+    width: int,
+    height: int,
+    model: str,
+    strength: float | None = None,
+) -> str:
+    """The `parameters` text in AUTOMATIC1111's layout, so the PNG opens with its settings."""
+    lines = [prompt]
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
+    fields = [
+        f"Steps: {steps}",
+        f"Sampler: {sampler}",
+        f"CFG scale: {guidance:g}",
+        f"Seed: {seed}",
+        f"Size: {width}x{height}",
+        f"Model: {model}",
+    ]
+    if strength is not None:
+        fields.append(f"Denoising strength: {strength:g}")
+    lines.append(", ".join(fields))
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""Jobs from start to finish: saved, queued on the executor, shown while they run, stored, delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from bot import render
+from bot.delivery import Attachment, Delivery, Render
+from bot.engine.executor import ExecutorClosed
+from bot.engine.samplers import sampler
+from bot.engine.types import (
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    JobCancelled,
+    Progress,
+)
+from bot.imaging import a1111_parameters, compose_grid, decode, encode_png
+from bot.ui import cancel_view, result_view
+from storage import ImageRecord, JobRecord, JobStatus
+
+if TYPE_CHECKING:
+    from bot.client import AtelierBot
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The user already has as many jobs waiting as they may."""
+
+
+class JobService:
+    def __init__(self, bot: AtelierBot) -> None:
+        self.bot = bot
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def create(self, job: JobRecord) -> JobRecord:
+        """Save a new job, enforcing the per-user queue limit."""
+        saved = await self.bot.repo.insert_job(job, self.bot.settings.max_queue_per_user)
+        if saved is None:
+            limit = self.bot.settings.max_queue_per_user
+            raise QueueFull(
+                f"You already have {limit} job{'s' if limit != 1 else ''} queued or running; "
+                "wait for one to finish (at most "
+                f"{limit} at a time)"
+            )
+        return saved
+
+    def start(self, job: JobRecord) -> None:
+        """Run `job` in the background and deliver its result."""
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+
+    async def cancel(self, job: JobRecord) -> bool:
+        """Cancel a queued or running job; False when it has already finished."""
+        if self.bot.executor.cancel(job.id):
+            return True
+        current = await self.bot.repo.job(job.id)
+        if current is None or current.status.finished:
+            return False
+        # Saved but not yet handed to the executor (for example just after a restart).
+        await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED)
+        task = self._tasks.get(job.id)
+        if task is not None:
+            task.cancel()
+        await Delivery(self.bot, current).finish(Render(render.cancelled_text(current)))
+        return True
+
+    async def recover(self) -> int:
+        """Run again the jobs a previous process left unfinished (same seeds)."""
+        jobs = await self.bot.repo.unfinished_jobs()
+        for job in jobs:
+            log.info("resuming job %s (%s)", job.id, job.status)
+            self.start(job)
+        return len(jobs)
+
+    async def wait_idle(self) -> None:
+        """Wait for every running job task (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def request_for(self, job: JobRecord) -> GenerationRequest:
+        init_image = None
+        if job.init_image is not None:
+            path = self.bot.store.find(job.init_image)
+            if path is None:
+                raise EngineError("The starting picture of this job is missing from the store")
+            init_image = await asyncio.to_thread(path.read_bytes)
+        return GenerationRequest(
+            job_id=job.id,
+            user_key=str(job.user_id),
+            model=job.model,
+            prompt=job.prompt,
+            negative=job.negative,
+            width=job.width,
+            height=job.height,
+            steps=job.steps,
+            guidance=job.guidance,
+            sampler=job.sampler,
+            seeds=tuple(job.seeds),
+            init_image=init_image,
+            strength=job.strength,
+        )
+
+    async def _run(self, job: JobRecord) -> None:
+        delivery = Delivery(self.bot, job)
+        try:
+            await self._generate_and_deliver(job, delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s failed unexpectedly", job.id)
+            await self.bot.repo.finish_job(job.id, JobStatus.FAILED, "internal error")
+            await _quietly(delivery.finish(Render(render.failed_text(job, "internal error"))))
+
+    async def _generate_and_deliver(self, job: JobRecord, delivery: Delivery) -> None:
+        marked_running = False
+
+        def on_progress(progress: Progress) -> None:
+            nonlocal marked_running
+            if progress.state == "queued":
+                delivery.update(Render(render.queued_text(job, progress.position),
+                                       view=cancel_view(job.id)))
+                return
+            if not marked_running:
+                marked_running = True
+                asyncio.create_task(self.bot.repo.mark_running(job.id))
+            if progress.step == 0:
+                return
+            attachments = ()
+            if progress.preview is not None:
+                attachments = (Attachment("preview.png", progress.preview),)
+            delivery.update(Render(render.progress_text(job, progress.step, progress.total),
+                                   attachments, cancel_view(job.id)))
+
+        try:
+            request = await self.request_for(job)
+            result = await self.bot.executor.submit(request, on_progress)
+        except ExecutorClosed:
+            return  # still queued in the database: the next start runs it
+        except JobCancelled:
+            await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED)
+            await delivery.finish(Render(render.cancelled_text(job)))
+            return
+        except EngineError as error:
+            await self.bot.repo.finish_job(job.id, JobStatus.FAILED, str(error))
+            await delivery.finish(Render(render.failed_text(job, str(error))))
+            return
+
+        images = await self._store(job, result)
+        job = replace(job, status=JobStatus.DONE)
+        grid = await asyncio.to_thread(self._grid_png, job, result)
+        message_id = await delivery.finish(Render(
+            render.result_text(job),
+            (Attachment(f"atelier_{job.id}.png", grid),),
+            result_view(job.id, len(images)),
+        ))
+        await self.bot.repo.set_delivered(job.id, message_id)
+
+    async def _store(self, job: JobRecord, result: GenerationResult) -> list[ImageRecord]:
+        """Write the files, then the rows: the images are safe before anything is uploaded."""
+        def write() -> list[ImageRecord]:
+            records = []
+            for index, image in enumerate(result.images):
+                stored = self.bot.store.put(image.png)
+                records.append(ImageRecord(job.id, index, image.seed, stored.path, stored.sha256,
+                                           image.width, image.height, stored.size_bytes))
+            return records
+
+        records = await asyncio.to_thread(write)
+        await self.bot.repo.complete_job(job.id, records)
+        return records
+
+    @staticmethod
+    def _grid_png(job: JobRecord, result: GenerationResult) -> bytes:
+        if len(result.images) == 1:
+            return result.images[0].png
+        grid = compose_grid([decode(image.png) for image in result.images])
+        first = result.images[0]
+        parameters = a1111_parameters(
+            prompt=job.prompt, negative=job.negative, steps=job.steps,
+            sampler=sampler(job.sampler).label,
+            guidance=job.guidance, seed=first.seed, width=first.width, height=first.height,
+            model=job.model, strength=job.strength,
+        )
+        return encode_png(grid, parameters)
+
+
+async def _quietly(awaitable: object) -> None:
+    try:
+        await awaitable  # type: ignore[misc]
+    except Exception:
+        log.exception("could not show a failure")

@@ -1,0 +1,19 @@
+"""Limits on what users may ask for (SPEC §6), shared by the parser, the slash options and the engine."""
+
+from __future__ import annotations
+
+PROMPT_MAX = 1000
+COUNT_MIN, COUNT_MAX = 1, 4
+SEED_MIN, SEED_MAX = 0, 4_294_967_295
+STEPS_MIN, STEPS_MAX = 1, 150
+GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 30.0
+STRENGTH_MIN, STRENGTH_MAX = 0.05, 1.0
+ASPECT_MAX_RATIO = 4.0
+ASPECT_SIDE_MAX = 10_000
+MAX_PIXELS = 4_200_000
+UPLOAD_MAX_BYTES = 10 * 1024 * 1024
+UPLOAD_MAX_SIDE = 4096
+UPLOAD_TYPES = ("PNG", "JPEG", "WEBP")
+MULTI_PROMPT_PARTS_MAX = 8
+
+ASPECT_CHOICES = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")

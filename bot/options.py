@@ -1,0 +1,154 @@
+"""Turning what a user asked for (options, inline parameters, saved defaults) into job parameters."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TypeVar
+
+from bot import limits
+from bot.catalogue import Catalogue
+from bot.engine.models import ModelSpec
+from bot.engine.samplers import SAMPLERS
+from bot.imaging import ImageSizeError, check_pixels, size_for
+from bot.prompt import Aspect, ParsedPrompt, PromptError, parse_aspect, parse_prompt
+from storage import UserSettings
+
+T = TypeVar("T")
+
+DEFAULT_COUNT = 4
+DEFAULT_STRENGTH = 0.75
+
+
+@dataclass(frozen=True)
+class ImagineOptions:
+    """The options of `/imagine` as given (None where not given)."""
+
+    prompt: str
+    negative: str | None = None
+    aspect: str | None = None
+    count: int | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    model: str | None = None
+    strength: float | None = None
+    has_image: bool = False
+    image_size: tuple[int, int] | None = None  # of the uploaded picture
+
+
+@dataclass(frozen=True)
+class JobParameters:
+    prompt: str
+    negative: str
+    model: ModelSpec
+    sampler: str
+    aspect: Aspect
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    count: int
+    strength: float | None
+
+
+def _first(*values: T | None, default: T) -> T:
+    """The first value given, else `default`."""
+    return next((value for value in values if value is not None), default)
+
+
+def _check_int(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise PromptError(f"`{name}` must be from {low} to {high}, got {value}")
+    return value
+
+
+def _check_float(name: str, value: float, low: float, high: float) -> float:
+    if math.isnan(value) or not low <= value <= high:
+        raise PromptError(f"`{name}` must be from {low:g} to {high:g}, got {value:g}")
+    return value
+
+
+def random_seed(count: int) -> int:
+    """A seed whose `count` consecutive seeds all stay within the allowed range."""
+    return random.randint(limits.SEED_MIN, limits.SEED_MAX - count + 1)
+
+
+def image_aspect(width: int, height: int) -> Aspect:
+    """The aspect of an uploaded picture, which must be within the usual 4:1."""
+    divisor = math.gcd(width, height)
+    aspect = Aspect(width // divisor, height // divisor)
+    if max(aspect.ratio, 1 / aspect.ratio) > limits.ASPECT_MAX_RATIO:
+        raise PromptError(f"The image is {width}×{height}, wider than 4:1; crop it first")
+    return aspect
+
+
+def check_sampler(name: str) -> str:
+    if name not in SAMPLERS:
+        raise PromptError(f"Unknown sampler `{name}`. Accepted: {', '.join(SAMPLERS)}")
+    return name
+
+
+def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogue,
+            parsed: ParsedPrompt | None = None) -> JobParameters:
+    """Options given explicitly win over inline `--parameters`, which win over saved defaults,
+    which win over the model's own defaults. Raises `PromptError` naming what is wrong."""
+    parsed = parsed or parse_prompt(options.prompt)
+    model = catalogue.get(_first(options.model, parsed.model, defaults.model, default=None))
+    family = model.family
+
+    if options.aspect is not None:
+        aspect = parse_aspect(options.aspect, "aspect")
+    elif parsed.aspect is not None:
+        aspect = parsed.aspect
+    elif options.image_size is not None:
+        aspect = image_aspect(*options.image_size)
+    elif defaults.aspect:
+        aspect = parse_aspect(defaults.aspect, "aspect")
+    else:
+        aspect = Aspect(1, 1)
+    width, height = size_for(aspect, family.native_side, family.multiple)
+    try:
+        check_pixels(width, height)
+    except ImageSizeError as error:
+        raise PromptError(str(error)) from None
+
+    count = _check_int("count", _first(options.count, parsed.count, defaults.count,
+                                       default=DEFAULT_COUNT), limits.COUNT_MIN, limits.COUNT_MAX)
+    steps = _check_int("steps", _first(options.steps, parsed.steps, defaults.steps,
+                                       default=family.steps), limits.STEPS_MIN, limits.STEPS_MAX)
+    guidance = _check_float("guidance", _first(options.guidance, parsed.guidance,
+                                               defaults.guidance, default=family.guidance),
+                            limits.GUIDANCE_MIN, limits.GUIDANCE_MAX)
+    seed_given = _first(options.seed, parsed.seed, default=None)
+    if seed_given is None:
+        seed = random_seed(count)
+    else:
+        seed = _check_int("seed", seed_given, limits.SEED_MIN, limits.SEED_MAX)
+    sampler = check_sampler(_first(parsed.sampler, defaults.sampler, default=family.sampler))
+
+    strength_given = _first(options.strength, parsed.strength, default=None)
+    if strength_given is not None and not options.has_image:
+        raise PromptError("`strength` only applies when you give an `image` to start from")
+    strength = None
+    if options.has_image:
+        strength = _check_float("strength", _first(strength_given, default=DEFAULT_STRENGTH),
+                                limits.STRENGTH_MIN, limits.STRENGTH_MAX)
+
+    negatives = [_first(options.negative, defaults.negative, default=""), parsed.negative or ""]
+    return JobParameters(
+        prompt=parsed.text,
+        negative=", ".join(text.strip() for text in negatives if text.strip()),
+        model=model,
+        sampler=sampler,
+        aspect=aspect,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        count=count,
+        strength=strength,
+    )

@@ -1,0 +1,193 @@
+"""Pure parsing of `/imagine` prompts: Midjourney-style `--parameters` and `::` multi-prompt weights."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from bot import limits
+
+
+class PromptError(ValueError):
+    """The prompt or one of its parameters is invalid; the message names it and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Aspect:
+    width: int
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.width}:{self.height}"
+
+    @property
+    def ratio(self) -> float:
+        return self.width / self.height
+
+
+@dataclass(frozen=True)
+class WeightedPart:
+    text: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A prompt split into its text, its `::` parts and the parameters given inline."""
+
+    text: str
+    parts: tuple[WeightedPart, ...]
+    negative: str | None = None
+    aspect: Aspect | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    count: int | None = None
+    model: str | None = None
+    sampler: str | None = None
+    strength: float | None = None
+
+    def to_text(self) -> str:
+        """The canonical text of this prompt; parsing it gives back an equal `ParsedPrompt`."""
+        words = [self.text]
+        for flag, value in (
+            ("ar", self.aspect), ("seed", self.seed), ("steps", self.steps),
+            ("cfg", self.guidance), ("n", self.count), ("model", self.model),
+            ("sampler", self.sampler), ("strength", self.strength), ("no", self.negative),
+        ):
+            if value is not None:
+                words.append(f"--{flag} {_format_number(value)}")
+        return " ".join(words)
+
+
+def _format_number(value: object) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+# A parameter starts at `--name` (or `—name`, which phones produce from `--`) after white space.
+_FLAG = re.compile(r"(?:^|(?<=\s))(?:--|—)(?=[A-Za-z])")
+_FLAG_NAME = re.compile(r"([A-Za-z][A-Za-z0-9_-]*)\s*(.*)", re.DOTALL)
+_INT = re.compile(r"[+]?\d+")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_WEIGHT_SEPARATOR = re.compile(r"::\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))?")
+
+_ALIASES = {"aspect": "ar", "guidance": "cfg"}
+_FLAGS = ("ar", "aspect", "seed", "no", "steps", "cfg", "guidance", "n", "model", "sampler",
+          "strength")
+
+
+def _accepted() -> str:
+    return ", ".join(f"--{name}" for name in _FLAGS)
+
+
+def _int_in(flag: str, raw: str, low: int, high: int) -> int:
+    if not _INT.fullmatch(raw) or not low <= int(raw) <= high:
+        raise PromptError(f"`--{flag}` must be a whole number from {low} to {high}, got `{raw}`")
+    return int(raw)
+
+
+def _float_in(flag: str, raw: str, low: float, high: float) -> float:
+    value = float(raw) if _NUMBER.fullmatch(raw) else math.nan
+    if not low <= value <= high:  # also false for nan
+        raise PromptError(f"`--{flag}` must be a number from {low:g} to {high:g}, got `{raw}`")
+    return value
+
+
+def parse_aspect(raw: str, flag: str = "ar") -> Aspect:
+    """`16:9` → Aspect(16, 9); sides are whole numbers and the ratio is at most 4:1."""
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", raw)
+    if not match:
+        raise PromptError(f"`--{flag}` must look like `16:9` (two whole numbers), got `{raw}`")
+    width, height = int(match[1]), int(match[2])
+    if not (0 < width <= limits.ASPECT_SIDE_MAX and 0 < height <= limits.ASPECT_SIDE_MAX):
+        raise PromptError(f"`--{flag}` sides must be from 1 to {limits.ASPECT_SIDE_MAX}, got `{raw}`")
+    if max(width / height, height / width) > limits.ASPECT_MAX_RATIO:
+        raise PromptError(f"`--{flag}` may be at most 4:1 or 1:4, got `{raw}`")
+    return Aspect(width, height)
+
+
+def parse_weighted_parts(text: str) -> tuple[WeightedPart, ...]:
+    """Midjourney multi-prompts: `a cat::2 a dog` → ((`a cat`, 2.0), (`a dog`, 1.0))."""
+    parts: list[WeightedPart] = []
+    position = 0
+    for match in _WEIGHT_SEPARATOR.finditer(text):
+        segment = text[position:match.start()].strip()
+        weight = float(match[1]) if match[1] is not None else 1.0
+        if not segment:
+            raise PromptError("Every `::` weight needs some text before it")
+        parts.append(WeightedPart(segment, weight))
+        position = match.end()
+    tail = text[position:].strip()
+    if tail:
+        parts.append(WeightedPart(tail, 1.0))
+    if len(parts) > limits.MULTI_PROMPT_PARTS_MAX:
+        raise PromptError(f"A prompt may have at most {limits.MULTI_PROMPT_PARTS_MAX} `::` parts")
+    if parts and sum(part.weight for part in parts) <= 0:
+        raise PromptError("The `::` weights must add up to more than 0")
+    return tuple(parts)
+
+
+def parse_prompt(raw: str) -> ParsedPrompt:
+    """Split `raw` into prompt text and inline parameters, checking each against SPEC limits."""
+    flags = list(_FLAG.finditer(raw))
+    text = (raw[:flags[0].start()] if flags else raw).strip()
+    if not text:
+        raise PromptError("The prompt is empty: describe the picture before any `--` parameters")
+    if len(raw) > limits.PROMPT_MAX:
+        raise PromptError(f"The prompt is {len(raw)} characters long; at most {limits.PROMPT_MAX} "
+                          "are allowed")
+
+    values: dict[str, object] = {}
+    negatives: list[str] = []
+    for index, match in enumerate(flags):
+        end = flags[index + 1].start() if index + 1 < len(flags) else len(raw)
+        body = _FLAG_NAME.fullmatch(raw[match.end():end])
+        assert body is not None  # the lookahead guarantees a letter
+        written, value = body[1], body[2].strip()
+        name = _ALIASES.get(written.lower(), written.lower())
+        if written.lower() not in _FLAGS:
+            raise PromptError(f"Unknown parameter `--{written}`. Accepted: {_accepted()}")
+        if not value:
+            raise PromptError(f"`--{written}` needs a value")
+        if name == "no":
+            negatives.append(value)
+            continue
+        if name in values:
+            raise PromptError(f"`--{written}` is given more than once")
+        values[name] = _parse_value(name, written, value)
+
+    return ParsedPrompt(
+        text=text,
+        parts=parse_weighted_parts(text),
+        negative=", ".join(negatives) if negatives else None,
+        aspect=values.get("ar"),  # type: ignore[arg-type]
+        seed=values.get("seed"),  # type: ignore[arg-type]
+        steps=values.get("steps"),  # type: ignore[arg-type]
+        guidance=values.get("cfg"),  # type: ignore[arg-type]
+        count=values.get("n"),  # type: ignore[arg-type]
+        model=values.get("model"),  # type: ignore[arg-type]
+        sampler=values.get("sampler"),  # type: ignore[arg-type]
+        strength=values.get("strength"),  # type: ignore[arg-type]
+    )
+
+
+def _parse_value(name: str, written: str, value: str) -> object:
+    if name == "ar":
+        return parse_aspect(value, written)
+    if name == "seed":
+        return _int_in(written, value, limits.SEED_MIN, limits.SEED_MAX)
+    if name == "steps":
+        return _int_in(written, value, limits.STEPS_MIN, limits.STEPS_MAX)
+    if name == "n":
+        return _int_in(written, value, limits.COUNT_MIN, limits.COUNT_MAX)
+    if name == "cfg":
+        return _float_in(written, value, limits.GUIDANCE_MIN, limits.GUIDANCE_MAX)
+    if name == "strength":
+        return _float_in(written, value, limits.STRENGTH_MIN, limits.STRENGTH_MAX)
+    # model and sampler: one word, checked against the catalogue by the caller
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+        raise PromptError(f"`--{written}` takes one name, got `{value}`")
+    return value.lower()

@@ -1,0 +1,1 @@
+"""Discord features, one extension per feature: slash commands, buttons and modals."""

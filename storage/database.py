@@ -1,0 +1,68 @@
+"""Opening the SQLite database: WAL, foreign keys, a busy timeout, numbered migrations."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+_MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) for every migration file, in order."""
+    found = []
+    for entry in resources.files("storage.migrations").iterdir():
+        match = _MIGRATION_NAME.fullmatch(entry.name)
+        if match:
+            found.append((int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [version for version, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Apply pending migrations, each in its own transaction; returns the schema version."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    current = int(row[0]) if row else 0
+    for version, name, sql in migrations():
+        if version <= current:
+            continue
+        log.info("applying migration %s", name)
+        try:
+            # executescript commits anything pending first, so the BEGIN here opens a fresh
+            # transaction that holds the whole file and the version bump.
+            await db.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
+        except sqlite3.Error:
+            if db.in_transaction:
+                await db.rollback()
+            raise
+        current = version
+    return current
+
+
+async def open_database(path: Path) -> aiosqlite.Connection:
+    """Open (creating if needed) and migrate the database at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        db.row_factory = aiosqlite.Row
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("PRAGMA foreign_keys = ON")
+        await migrate(db)
+    except BaseException:
+        await db.close()
+        raise
+    return db

@@ -1,0 +1,115 @@
+"""Rows as frozen dataclasses: what the repository returns and takes."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+JOB_KINDS = ("imagine", "reroll", "variation", "upscale")
+_ID_FIRST = string.ascii_lowercase
+_ID_REST = string.ascii_lowercase + string.digits
+
+
+def new_job_id() -> str:
+    """A short job token like `k3f9x2ab`: 8 characters, never all digits (so never a number)."""
+    return secrets.choice(_ID_FIRST) + "".join(secrets.choice(_ID_REST) for _ in range(7))
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose jobs a request may see: a server's, or (in direct messages) one user's own."""
+
+    guild_id: int | None
+    user_id: int
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    kind: str
+    prompt: str
+    negative: str
+    model: str
+    sampler: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    count: int
+    created_at: float
+    strength: float | None = None
+    parent_job: str | None = None
+    parent_index: int | None = None
+    init_image: str | None = None
+    status: JobStatus = JobStatus.QUEUED
+    error: str | None = None
+    application_id: int | None = None
+    interaction_token: str | None = field(default=None, repr=False)
+    message_id: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    deleted_at: float | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.count)]
+
+    def visible_to(self, scope: Scope) -> bool:
+        if scope.guild_id is None:
+            return self.guild_id is None and self.user_id == scope.user_id
+        return self.guild_id == scope.guild_id
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobRecord:
+        values = dict(row)
+        values["status"] = JobStatus(values["status"])
+        return cls(**values)
+
+
+JOB_COLUMNS = tuple(f.name for f in fields(JobRecord))
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    job_id: str
+    index: int
+    seed: int
+    path: str
+    sha256: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """A user's defaults for `/imagine`; None means "the model's default"."""
+
+    user_id: int
+    aspect: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    negative: str | None = None
+    model: str | None = None
+    count: int | None = None
+    sampler: str | None = None
+    remix: bool = False

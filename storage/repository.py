@@ -1,0 +1,293 @@
+"""The repository: every SQL statement of Atelier lives here, one method per query."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import astuple, fields, replace
+from typing import Any
+
+import aiosqlite
+
+from storage.records import (
+    JOB_COLUMNS,
+    ImageRecord,
+    JobRecord,
+    JobStatus,
+    Scope,
+    UserSettings,
+    new_job_id,
+)
+
+_JOB_SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM jobs"
+_IMAGE_SELECT = (
+    'SELECT job_id, idx AS "index", seed, path, sha256, width, height, size_bytes FROM images'
+)
+_SETTINGS_FIELDS = tuple(f.name for f in fields(UserSettings))
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def fts_query(text: str) -> str | None:
+    """Turn what a user typed into a safe FTS5 query: quoted phrases stay phrases, bare words
+    must all appear, the last bare word also matches as a prefix. Operators and stray quotes are
+    treated as plain text, so no input can make the query fail."""
+    terms: list[str] = []
+    for phrase in re.findall(r'"([^"]*)"', text):
+        words = _WORD.findall(phrase)
+        if words:
+            terms.append('"' + " ".join(words) + '"')
+    bare = _WORD.findall(re.sub(r'"[^"]*"', " ", text))
+    terms.extend(f'"{word}"' for word in bare)
+    if not terms:
+        return None
+    if bare:
+        terms[-1] += "*"
+    return " ".join(terms)
+
+
+def _scope_clause(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
+    prefix = f"{alias}." if alias else ""
+    if scope.guild_id is None:
+        return f"({prefix}guild_id IS NULL AND {prefix}user_id = ?)", [scope.user_id]
+    return f"{prefix}guild_id = ?", [scope.guild_id]
+
+
+class Repository:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await self.db.rollback()
+            raise
+        await self.db.commit()
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    async def insert_job(self, job: JobRecord, max_active: int | None = None) -> JobRecord | None:
+        """Insert `job`, unless its user already has `max_active` jobs queued or running (then
+        None). The check and the insert are one statement, so two quick commands cannot both
+        slip under the limit. A taken id (1 in 10^12) is replaced by a fresh one."""
+        placeholders = ", ".join(f":{name}" for name in JOB_COLUMNS)
+        sql = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) SELECT {placeholders}"
+        if max_active is not None:
+            sql += (" WHERE (SELECT count(*) FROM jobs WHERE user_id = :user_id"
+                    " AND status IN ('queued', 'running')) < :max_active")
+        for _ in range(5):
+            values = dict(zip(JOB_COLUMNS, astuple(job), strict=True))
+            values["status"] = str(job.status)
+            values["max_active"] = max_active
+            try:
+                cursor = await self.db.execute(sql, values)
+            except sqlite3.IntegrityError as error:
+                if "jobs.id" not in str(error):
+                    raise
+                job = replace(job, id=new_job_id())
+                continue
+            return job if cursor.rowcount else None
+        raise RuntimeError("could not find a free job id")
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        """A job by id, whatever its server: for the bot's own bookkeeping, never for users."""
+        async with self.db.execute(f"{_JOB_SELECT} WHERE id = ?", (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    async def job_in_scope(self, job_id: str, scope: Scope) -> JobRecord | None:
+        """A job by id if `scope` may see it; a foreign job reads as missing."""
+        clause, params = _scope_clause(scope)
+        async with self.db.execute(
+            f"{_JOB_SELECT} WHERE id = ? AND {clause}", (job_id, *params)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    async def active_job_count(self, user_id: int) -> int:
+        async with self.db.execute(
+            "SELECT count(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
+            (user_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def unfinished_jobs(self) -> list[JobRecord]:
+        """Jobs left queued or running (by a stopped process), oldest first."""
+        async with self.db.execute(
+            f"{_JOB_SELECT} WHERE status IN ('queued', 'running') ORDER BY created_at"
+        ) as cursor:
+            return [JobRecord.from_row(row) for row in await cursor.fetchall()]
+
+    async def mark_running(self, job_id: str) -> None:
+        await self.db.execute(
+            "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+            (time.time(), job_id),
+        )
+
+    async def finish_job(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
+        await self.db.execute(
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+            (str(status), error, time.time(), job_id),
+        )
+
+    async def complete_job(self, job_id: str, images: Sequence[ImageRecord]) -> None:
+        """Record a job's images and mark it done, together or not at all."""
+        async with self.transaction():
+            await self.db.executemany(
+                "INSERT OR REPLACE INTO images"
+                " (job_id, idx, seed, path, sha256, width, height, size_bytes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [astuple(image) for image in images],
+            )
+            await self.db.execute(
+                "UPDATE jobs SET status = 'done', error = NULL, finished_at = ? WHERE id = ?",
+                (time.time(), job_id),
+            )
+
+    async def set_delivered(self, job_id: str, message_id: int | None) -> None:
+        """The result reached Discord: remember its message and forget the interaction token."""
+        await self.db.execute(
+            "UPDATE jobs SET message_id = coalesce(?, message_id), interaction_token = NULL"
+            " WHERE id = ?",
+            (message_id, job_id),
+        )
+
+    async def set_message(self, job_id: str, message_id: int) -> None:
+        await self.db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+
+    async def mark_deleted(self, job_id: str) -> None:
+        await self.db.execute(
+            "UPDATE jobs SET deleted_at = coalesce(deleted_at, ?) WHERE id = ?",
+            (time.time(), job_id),
+        )
+
+    async def children(self, job_id: str) -> list[JobRecord]:
+        async with self.db.execute(
+            f"{_JOB_SELECT} WHERE parent_job = ? ORDER BY created_at", (job_id,)
+        ) as cursor:
+            return [JobRecord.from_row(row) for row in await cursor.fetchall()]
+
+    # ---- images -----------------------------------------------------------------------------
+
+    async def images(self, job_id: str) -> list[ImageRecord]:
+        async with self.db.execute(f"{_IMAGE_SELECT} WHERE job_id = ? ORDER BY idx", (job_id,)) as cur:
+            return [ImageRecord(**dict(row)) for row in await cur.fetchall()]
+
+    # ---- history and search -----------------------------------------------------------------
+
+    async def history(
+        self,
+        scope: Scope,
+        *,
+        user_id: int | None = None,
+        search: str | None = None,
+        favourites_of: int | None = None,
+        limit: int = 9,
+        offset: int = 0,
+    ) -> tuple[list[JobRecord], int]:
+        """Finished jobs visible to `scope`, newest first, and how many there are in all."""
+        clause, params = _scope_clause(scope, "j")
+        where = [clause, "j.status = 'done'"]
+        if user_id is not None:
+            where.append("j.user_id = ?")
+            params.append(user_id)
+        match = fts_query(search) if search else None
+        if search and match is None:
+            return [], 0
+        if match is not None:
+            where.append("j.rowid IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)")
+            params.append(match)
+        if favourites_of is not None:
+            where.append("j.id IN (SELECT job_id FROM favourites WHERE user_id = ?)")
+            params.append(favourites_of)
+        condition = " AND ".join(where)
+        columns = ", ".join(f"j.{name}" for name in JOB_COLUMNS)
+        async with self.db.execute(
+            f"SELECT {columns} FROM jobs j WHERE {condition}"
+            " ORDER BY j.created_at DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        ) as cursor:
+            jobs = [JobRecord.from_row(row) for row in await cursor.fetchall()]
+        async with self.db.execute(f"SELECT count(*) FROM jobs j WHERE {condition}", params) as cur:
+            row = await cur.fetchone()
+        return jobs, int(row[0]) if row else 0
+
+    async def search_prompts(self, scope: Scope, text: str, limit: int = 25) -> list[JobRecord]:
+        """Jobs for autocomplete: by job id prefix or full-text match (best first), else newest."""
+        clause, params = _scope_clause(scope, "j")
+        columns = ", ".join(f"j.{name}" for name in JOB_COLUMNS)
+        match = fts_query(text)
+        if match is None:
+            sql = (f"SELECT {columns} FROM jobs j WHERE {clause} AND j.status = 'done'"
+                   " ORDER BY j.created_at DESC LIMIT ?")
+            async with self.db.execute(sql, (*params, limit)) as cursor:
+                return [JobRecord.from_row(row) for row in await cursor.fetchall()]
+        sql = (
+            f"SELECT {columns} FROM jobs_fts JOIN jobs j ON j.rowid = jobs_fts.rowid"
+            f" WHERE jobs_fts MATCH ? AND {clause} AND j.status = 'done'"
+            " ORDER BY jobs_fts.rank, j.created_at DESC LIMIT ?"
+        )
+        async with self.db.execute(sql, (match, *params, limit)) as cursor:
+            found = [JobRecord.from_row(row) for row in await cursor.fetchall()]
+        token = text.strip().lower()
+        if re.fullmatch(r"[a-z0-9]{2,8}", token):
+            async with self.db.execute(
+                f"SELECT {columns} FROM jobs j WHERE j.id >= ? AND j.id < ? AND {clause}"
+                " AND j.status = 'done' LIMIT ?",
+                (token, token + "\uffff", *params, limit),
+            ) as cursor:
+                by_id = [JobRecord.from_row(row) for row in await cursor.fetchall()]
+            seen = {job.id for job in by_id}
+            found = by_id + [job for job in found if job.id not in seen]
+        return found[:limit]
+
+    # ---- settings and favourites ------------------------------------------------------------
+
+    async def settings(self, user_id: int) -> UserSettings:
+        columns = ", ".join(_SETTINGS_FIELDS)
+        async with self.db.execute(
+            f"SELECT {columns} FROM user_settings WHERE user_id = ?", (user_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return UserSettings(user_id)
+        values = dict(row)
+        values["remix"] = bool(values["remix"])
+        return UserSettings(**values)
+
+    async def save_settings(self, settings: UserSettings) -> None:
+        columns = ", ".join(_SETTINGS_FIELDS)
+        placeholders = ", ".join("?" for _ in _SETTINGS_FIELDS)
+        updates = ", ".join(f"{name} = excluded.{name}" for name in _SETTINGS_FIELDS[1:])
+        await self.db.execute(
+            f"INSERT INTO user_settings ({columns}, updated_at) VALUES ({placeholders}, ?)"
+            f" ON CONFLICT (user_id) DO UPDATE SET {updates}, updated_at = excluded.updated_at",
+            (*astuple(settings), time.time()),
+        )
+
+    async def reset_settings(self, user_id: int) -> None:
+        await self.db.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
+
+    async def toggle_favourite(self, user_id: int, job_id: str, index: int) -> bool:
+        """Flip a favourite; returns whether it is now a favourite."""
+        async with self.transaction():
+            cursor = await self.db.execute(
+                "DELETE FROM favourites WHERE user_id = ? AND job_id = ? AND idx = ?",
+                (user_id, job_id, index),
+            )
+            if cursor.rowcount:
+                return False
+            await self.db.execute(
+                "INSERT INTO favourites (user_id, job_id, idx, created_at) VALUES (?, ?, ?, ?)",
+                (user_id, job_id, index, time.time()),
+            )
+            return True
