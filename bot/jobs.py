@@ -119,9 +119,10 @@ class JobService:
 
     async def _generate_and_deliver(self, job: JobRecord, delivery: Delivery) -> None:
         marked_running = False
+        preview: tuple[Attachment, ...] = ()
 
         def on_progress(progress: Progress) -> None:
-            nonlocal marked_running
+            nonlocal marked_running, preview
             if progress.state == "queued":
                 delivery.update(Render(render.queued_text(job, progress.position),
                                        view=cancel_view(job.id)))
@@ -131,11 +132,11 @@ class JobService:
                 asyncio.create_task(self.bot.repo.mark_running(job.id))
             if progress.step == 0:
                 return
-            attachments = ()
             if progress.preview is not None:
-                attachments = (Attachment("preview.png", progress.preview),)
+                # Kept for the following updates too: only some steps come with a new preview.
+                preview = (Attachment("preview.png", progress.preview),)
             delivery.update(Render(render.progress_text(job, progress.step, progress.total),
-                                   attachments, cancel_view(job.id)))
+                                   preview, cancel_view(job.id)))
 
         try:
             request = await self.request_for(job)

@@ -1,0 +1,30 @@
+"""Fixtures shared by every layer of the suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Any accidental lookup on the model hub fails at once instead of hanging on the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bot.engine.tiny import build_tiny  # noqa: E402
+from tests.double.fixtures import discord_double  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `tiny` pipeline, built once per test session."""
+    return build_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A fresh DATA_DIR whose model cache already holds the tiny pipeline."""
+    data = tmp_path / "data"
+    (data / "models").mkdir(parents=True)
+    (data / "models" / "tiny").symlink_to(tiny_model_dir, target_is_directory=True)
+    return data

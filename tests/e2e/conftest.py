@@ -1,0 +1,94 @@
+"""Running the real bot, with the tiny model, against the loopback Discord double."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from bot.client import AtelierBot
+from bot.config import Settings
+from tests.double import DiscordDouble, InteractionHandle, Message, running_bot
+
+
+def settings_for(double: DiscordDouble, data_dir: Path, **overrides: Any) -> Settings:
+    settings = Settings(
+        discord_token=double.token,
+        sd_model="tiny",
+        data_dir=data_dir,
+        discord_api_base=double.api_base,
+        discord_gateway_url=double.gateway_url,
+        guild_ready_timeout=0.05,
+    )
+    return replace(settings, **overrides)
+
+
+class Atelier:
+    """The bot under test, restartable against the same double and data."""
+
+    def __init__(self, double: DiscordDouble, settings: Settings) -> None:
+        self.double = double
+        self.settings = settings
+        self.bot: AtelierBot | None = None
+        self._running: contextlib.AbstractAsyncContextManager[Any] | None = None
+
+    async def start(self) -> AtelierBot:
+        bot = AtelierBot(self.settings)
+        self._running = running_bot(self.double, bot, wait_for_commands=True)
+        await self._running.__aenter__()
+        await bot.executor.ready()
+        self.bot = bot
+        return bot
+
+    async def stop(self) -> None:
+        if self._running is not None:
+            running, self._running = self._running, None
+            await running.__aexit__(None, None, None)
+
+    async def restart(self, **overrides: Any) -> AtelierBot:
+        await self.stop()
+        self.settings = replace(self.settings, **overrides)
+        return await self.start()
+
+    async def imagine(self, prompt: str, user: Any = None, **options: Any) -> InteractionHandle:
+        return await self.double.slash("imagine", {"prompt": prompt, **options},
+                                       user=user or self.double.alice)
+
+
+@pytest_asyncio.fixture
+async def atelier(discord_double: DiscordDouble, data_dir: Path) -> AsyncIterator[Atelier]:
+    runner = Atelier(discord_double, settings_for(discord_double, data_dir))
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+    assert not discord_double.server_errors, discord_double.server_errors
+
+
+async def finished(handle: InteractionHandle, timeout: float = 30) -> Message:
+    """The job's message once it shows a result, a cancellation or a failure."""
+    message = await handle.original(timeout)
+    await message.wait_until(lambda m: "job `" in m.content and "\n" not in m.content
+                             or "Cancelled" in m.content or "Failed" in m.content, timeout)
+    return message
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
+
+
+def png_info(data: bytes) -> dict[str, Any]:
+    return dict(Image.open(io.BytesIO(data)).info)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
