@@ -1,0 +1,81 @@
+"""`python -m bot` as users start it: configuration errors, a real run, a clean SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.double import DiscordDouble
+from tests.e2e.conftest import finished, image_size, pixels
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DISCORD_", "SD_", "DATA_DIR", "MAX_", "LOG_LEVEL"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def test_without_a_token_it_says_what_to_set(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DISCORD_TOKEN" in lines[0], result.stderr
+
+
+def test_a_malformed_setting_is_named_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=abc\nMAX_BATCH=lots\n")
+    result = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MAX_BATCH" in lines[0], result.stderr
+    assert "abc" not in result.stderr
+
+
+async def test_python_m_bot_serves_imagine_and_stops_cleanly(
+        discord_double: DiscordDouble, data_dir: Path, tmp_path: Path) -> None:
+    env = clean_env(
+        DISCORD_TOKEN=discord_double.token,
+        DISCORD_API_BASE=discord_double.api_base,
+        DISCORD_GATEWAY_URL=discord_double.gateway_url,
+        SD_MODEL="tiny",
+        DATA_DIR=str(data_dir),
+        LOG_LEVEL="DEBUG",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        await discord_double.wait_for_commands(60)
+        await discord_double.wait_ready(60)
+        handle = await discord_double.slash("imagine", {"prompt": "a red fox --ar 3:2 --seed 42"},
+                                            user=discord_double.alice)
+        message = await finished(handle, 60)
+        assert image_size(message.attachment_bytes()) == (320, 208)
+        assert message.button_labels[0] == ["U1", "U2", "U3", "U4", "🔄"]
+        again = await finished(await discord_double.slash(
+            "imagine", {"prompt": "a red fox --ar 3:2 --seed 42"}, user=discord_double.bob), 60)
+        assert (pixels(again.attachment_bytes()) == pixels(message.attachment_bytes())).all()
+        u1 = await discord_double.click(message, message.buttons[0][0].custom_id or "")
+        assert image_size((await u1.original()).attachment_bytes()) == (160, 104)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    log = output.decode()
+    assert process.returncode == 0, log
+    assert discord_double.token not in log
+    assert "synced" in log
