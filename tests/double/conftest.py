@@ -1,0 +1,1 @@
+from tests.double.fixtures import discord_double  # noqa: F401
