@@ -21,7 +21,15 @@ from storage import ImageStore, Repository, open_database
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine",)
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.studio",
+    "cogs.history",
+    "cogs.recall",
+    "cogs.info",
+    "cogs.settings",
+    "cogs.image_info",
+)
 
 
 def point_at(api_base: str | None, gateway_url: str | None) -> None:

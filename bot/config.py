@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -95,10 +96,14 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return convert
 
 
-def _url(raw: str) -> str:
-    if not raw.startswith(("http://", "https://", "ws://", "wss://")):
-        raise ValueError(raw)
-    return raw.rstrip("/")
+def _url(*schemes: str) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme.lower() not in schemes or not parts.netloc:
+            raise ValueError(raw)
+        return raw.rstrip("/")
+
+    return convert
 
 
 def _model_list(raw: str) -> tuple[tuple[str, str], ...]:
@@ -137,8 +142,10 @@ def load_settings(
         sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES), "one of " + ", ".join(DEVICES)),
         sd_dtype=_parse(env, "SD_DTYPE", "auto", _choice(DTYPES), "one of " + ", ".join(DTYPES)),
         data_dir=Path(_text(env, "DATA_DIR", "data")).expanduser(),
-        discord_api_base=_parse(env, "DISCORD_API_BASE", None, _url, "an http(s) URL"),
-        discord_gateway_url=_parse(env, "DISCORD_GATEWAY_URL", None, _url, "a ws(s) URL"),
+        discord_api_base=_parse(env, "DISCORD_API_BASE", None, _url("http", "https"),
+                                "an http(s) URL"),
+        discord_gateway_url=_parse(env, "DISCORD_GATEWAY_URL", None, _url("ws", "wss"),
+                                   "a ws(s) URL"),
         max_queue_per_user=_parse(env, "MAX_QUEUE_PER_USER", 3, _positive_int, "a whole number ≥ 1"),
         max_batch=_parse(env, "MAX_BATCH", 8, _positive_int, "a whole number ≥ 1"),
         sd_models_loaded=_parse(env, "SD_MODELS_LOADED", 1, _positive_int, "a whole number ≥ 1"),

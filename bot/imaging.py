@@ -38,8 +38,8 @@ def check_pixels(width: int, height: int) -> None:
 
 def compose_grid(images: Sequence[Image.Image]) -> Image.Image:
     """1 image: itself; 2: side by side; 3 or 4: 2×2 with touching cells (black where empty)."""
-    if not images:
-        raise ValueError("a grid needs at least one image")
+    if not 1 <= len(images) <= 4:
+        raise ValueError(f"a grid holds 1 to 4 images, not {len(images)}")
     if len(images) == 1:
         return images[0]
     width, height = images[0].size

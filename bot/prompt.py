@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from bot import limits
 
@@ -63,7 +64,8 @@ class ParsedPrompt:
 
 def _format_number(value: object) -> str:
     if isinstance(value, float):
-        return repr(value)
+        # Positional, never `1e-05`: parameters take plain decimals only.
+        return format(Decimal(repr(value)), "f")
     return str(value)
 
 
@@ -93,7 +95,7 @@ def _float_in(flag: str, raw: str, low: float, high: float) -> float:
     value = float(raw) if _NUMBER.fullmatch(raw) else math.nan
     if not low <= value <= high:  # also false for nan
         raise PromptError(f"`--{flag}` must be a number from {low:g} to {high:g}, got `{raw}`")
-    return value
+    return value + 0.0  # `-0` becomes 0.0, not -0.0
 
 
 def parse_aspect(raw: str, flag: str = "ar") -> Aspect:
@@ -118,6 +120,8 @@ def parse_weighted_parts(text: str) -> tuple[WeightedPart, ...]:
         weight = float(match[1]) if match[1] is not None else 1.0
         if not segment:
             raise PromptError("Every `::` weight needs some text before it")
+        if not math.isfinite(weight):
+            raise PromptError(f"The `::` weight after `{segment[-20:]}` is too large")
         parts.append(WeightedPart(segment, weight))
         position = match.end()
     tail = text[position:].strip()
@@ -136,9 +140,10 @@ def parse_prompt(raw: str) -> ParsedPrompt:
     text = (raw[:flags[0].start()] if flags else raw).strip()
     if not text:
         raise PromptError("The prompt is empty: describe the picture before any `--` parameters")
-    if len(raw) > limits.PROMPT_MAX:
-        raise PromptError(f"The prompt is {len(raw)} characters long; at most {limits.PROMPT_MAX} "
-                          "are allowed")
+    # The text and the negative are limited like the `prompt` and `negative` options, not the
+    # whole line: a limit on the line would refuse `to_text()` of a prompt it accepted (`—ar`
+    # becomes `--ar`, `--cfg 7` becomes `--cfg 7.0`).
+    _check_length("The prompt", text)
 
     values: dict[str, object] = {}
     negatives: list[str] = []
@@ -159,10 +164,13 @@ def parse_prompt(raw: str) -> ParsedPrompt:
             raise PromptError(f"`--{written}` is given more than once")
         values[name] = _parse_value(name, written, value)
 
+    negative = ", ".join(negatives) if negatives else None
+    if negative is not None:
+        _check_length("The `--no` text", negative)
     return ParsedPrompt(
         text=text,
         parts=parse_weighted_parts(text),
-        negative=", ".join(negatives) if negatives else None,
+        negative=negative,
         aspect=values.get("ar"),  # type: ignore[arg-type]
         seed=values.get("seed"),  # type: ignore[arg-type]
         steps=values.get("steps"),  # type: ignore[arg-type]
@@ -172,6 +180,12 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         sampler=values.get("sampler"),  # type: ignore[arg-type]
         strength=values.get("strength"),  # type: ignore[arg-type]
     )
+
+
+def _check_length(what: str, text: str) -> None:
+    if len(text) > limits.PROMPT_MAX:
+        raise PromptError(f"{what} is {len(text)} characters long; at most {limits.PROMPT_MAX} "
+                          "are allowed")
 
 
 def _parse_value(name: str, written: str, value: str) -> object:

@@ -15,6 +15,9 @@ from bot.prompt import PromptError
 # Pillow refuses anything larger outright; our own side limit below is stricter still.
 Image.MAX_IMAGE_PIXELS = limits.UPLOAD_MAX_SIDE * limits.UPLOAD_MAX_SIDE
 DOWNLOAD_TIMEOUT = 10.0
+# Pillow names a JPEG that carries extra pictures (as many phone cameras write) MPO; its first
+# picture is a plain JPEG.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
 
 
 class UploadError(PromptError):
@@ -43,7 +46,8 @@ def normalise(data: bytes, filename: str = "image") -> tuple[bytes, int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                if image.format not in limits.UPLOAD_TYPES:
+                kind = _FORMAT_ALIASES.get(image.format or "", image.format)
+                if kind not in limits.UPLOAD_TYPES:
                     raise UploadError(f"`{filename}` is {image.format or 'not an image'}; "
                                       "use a PNG, JPEG or WebP image")
                 width, height = image.size

@@ -13,13 +13,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import limits, render
+from bot.access import may_manage, scope_of
 from bot.client import answer_error
 from bot.jobs import QueueFull
 from bot.options import ImagineOptions, JobParameters, random_seed, resolve
 from bot.prompt import PromptError
 from bot.ui import single_image_view
 from bot.uploads import read_attachment
-from storage import JobRecord, JobStatus, Scope, new_job_id
+from storage import JobRecord, JobStatus, new_job_id
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -27,17 +28,6 @@ if TYPE_CHECKING:
 Interaction = discord.Interaction["AtelierBot"]
 
 VARIATION_STRENGTH = 0.6  # `V<n>`: a strong variation, like Midjourney's
-
-
-def scope_of(interaction: Interaction) -> Scope:
-    return Scope(interaction.guild_id, interaction.user.id)
-
-
-def may_manage(interaction: Interaction, job: JobRecord) -> bool:
-    """The author, or a member allowed to manage messages in this channel."""
-    if interaction.user.id == job.user_id:
-        return True
-    return interaction.guild_id is not None and interaction.permissions.manage_messages
 
 
 class Imagine(commands.Cog):

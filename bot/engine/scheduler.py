@@ -13,6 +13,10 @@ class FairQueue:
 
     def __init__(self) -> None:
         self._queues: OrderedDict[str, deque[GenerationRequest]] = OrderedDict()
+        # When each user was last served (a turn counter), so that a user joining the rotation
+        # goes ahead of those served since they were.
+        self._served: dict[str, int] = {}
+        self._turns = 0
 
     def __len__(self) -> int:
         return sum(len(queue) for queue in self._queues.values())
@@ -31,12 +35,21 @@ class FairQueue:
 
     def push(self, request: GenerationRequest, front: bool = False) -> None:
         """Queue `request` behind its user's others (or ahead of them, to retry lost work)."""
-        queue = self._queues.setdefault(request.user_key, deque())
+        queue = self._queues.get(request.user_key)
+        if queue is None:
+            queue = self._queues[request.user_key] = deque()
+            self._join(request.user_key)
         if front:
             queue.appendleft(request)
             self._queues.move_to_end(request.user_key, last=False)
         else:
             queue.append(request)
+
+    def _join(self, user: str) -> None:
+        """Place a user new to the rotation ahead of everyone served more recently."""
+        served = self._served.get(user, -1)
+        for other in [u for u in self._queues if self._served.get(u, -1) > served]:
+            self._queues.move_to_end(other)
 
     def remove(self, job_id: str) -> GenerationRequest | None:
         for user, queue in self._queues.items():
@@ -68,7 +81,9 @@ class FairQueue:
             if request.batch_key() == anchor.batch_key() and images + request.count <= max_images:
                 batch.append(request)
                 images += request.count
+        self._turns += 1
         for request in batch:
+            self._served[request.user_key] = self._turns
             queue = self._queues[request.user_key]
             queue.remove(request)
             if queue:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import pytest_asyncio
 from PIL import Image
 
@@ -92,3 +93,30 @@ def png_info(data: bytes) -> dict[str, Any]:
 
 def image_size(data: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(data)).size
+
+
+def job_id_of(message: Message) -> str:
+    """The job id shown on a result message."""
+    match = re.search(r"job `([a-z0-9]{8})`", message.content)
+    assert match, message.content
+    return match[1]
+
+
+def rows(atelier: Atelier, sql: str, *params: Any) -> list[sqlite3.Row]:
+    """Query the bot's database file directly, as an operator would."""
+    db = sqlite3.connect(atelier.settings.database_path)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def button(message: Message, label: str) -> str:
+    """The custom id of the button labelled `label` on `message`."""
+    for row in message.buttons:
+        for item in row:
+            if item.text == label:
+                assert item.custom_id is not None
+                return item.custom_id
+    raise AssertionError(f"no button {label!r} in {message.button_labels}")

@@ -4,43 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.double import Message
-from tests.e2e.conftest import Atelier, finished, image_size, pixels, png_info
+from tests.e2e.conftest import (
+    Atelier,
+    button,
+    finished,
+    image_size,
+    job_id_of,
+    pixels,
+    png_info,
+    rows,
+)
 
 pytestmark = pytest.mark.e2e
 
 ROW1 = ["U1", "U2", "U3", "U4", "🔄"]
 ROW2 = ["V1", "V2", "V3", "V4"]
-
-
-def job_id_of(message: Message) -> str:
-    match = re.search(r"job `([a-z0-9]{8})`", message.content)
-    assert match, message.content
-    return match[1]
-
-
-def rows(atelier: Atelier, sql: str, *params: Any) -> list[sqlite3.Row]:
-    db = sqlite3.connect(atelier.settings.database_path)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(sql, params).fetchall()
-    finally:
-        db.close()
-
-
-def button(message: Message, label: str) -> str:
-    for row in message.buttons:
-        for item in row:
-            if item.text == label:
-                assert item.custom_id is not None
-                return item.custom_id
-    raise AssertionError(f"no button {label!r} in {message.button_labels}")
 
 
 async def test_imagine_answers_with_a_grid_its_seeds_and_buttons(atelier: Atelier) -> None:
@@ -259,8 +242,9 @@ async def test_placeholder_shows_queue_position_then_progress(atelier: Atelier) 
     assert progress, states(running)
     assert any(attachments == ["preview.png"] for _, attachments, _ in progress)
     assert all("Cancel" in components for _, _, components in progress)
-    assert ("Queued — position 1", [], ) == states(queued)[1][:2]
-    assert "Cancel" in states(queued)[1][2]
+    waiting_states = [s for s in states(queued) if s[0].startswith("Queued — position")]
+    assert waiting_states and waiting_states[-1][0] == "Queued — position 1", states(queued)
+    assert all(a == [] and "Cancel" in c for _, a, c in waiting_states)
     # a finished result has no Cancel button
     assert running.button_labels == [ROW1, ROW2]
     assert queued.button_labels == [["U1", "🔄"], ["V1"]]
