@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
-from storage import JobRecord, Scope
+from bot import render
+from storage import ImageRecord, JobRecord, JobStatus, Scope
+
+if TYPE_CHECKING:
+    from bot.client import AtelierBot
 
 
 def scope_of(interaction: discord.Interaction[Any]) -> Scope:
@@ -19,3 +23,33 @@ def may_manage(interaction: discord.Interaction[Any], job: JobRecord) -> bool:
     if interaction.user.id == job.user_id:
         return True
     return interaction.guild_id is not None and interaction.permissions.manage_messages
+
+
+async def visible_job(interaction: discord.Interaction[AtelierBot], job_id: str) -> JobRecord | None:
+    """The job `job_id` if this interaction may see it; otherwise answers the user and gives
+    None. Foreign and unknown ids get the same answer."""
+    from bot.client import answer_error
+
+    job = await interaction.client.repo.job_in_scope(job_id, scope_of(interaction))
+    if job is None:
+        await answer_error(interaction, render.no_job_text(job_id))
+    return job
+
+
+async def visible_image(interaction: discord.Interaction[AtelierBot], job_id: str,
+                        index: int | None) -> tuple[JobRecord, ImageRecord] | None:
+    """Image `index` (1-based) of a finished job this interaction may see, or None after
+    telling the user why not."""
+    from bot.client import answer_error
+
+    job = await visible_job(interaction, job_id)
+    if job is None:
+        return None
+    if job.status is not JobStatus.DONE:
+        await answer_error(interaction, f"Job `{job.id}` has no images yet.")
+        return None
+    images = await interaction.client.repo.images(job.id)
+    if index is None or not 1 <= index <= len(images):
+        await answer_error(interaction, f"Job `{job.id}` has no image {index}.")
+        return None
+    return job, images[index - 1]

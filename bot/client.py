@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.imagine",
     "cogs.studio",
+    "cogs.collection",
     "cogs.history",
     "cogs.recall",
     "cogs.info",

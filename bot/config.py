@@ -44,6 +44,9 @@ class Settings:
     ray_address: str = ""
     ray_workers: int | None = None
     log_level: str = "INFO"
+    vary_subtle_strength: float = 0.35
+    vary_strong_strength: float = 0.7
+    upscale_strength: float = 0.3
     # Not in the user-facing table: lets tests shorten discord.py's wait for guilds.
     guild_ready_timeout: float = 2.0
 
@@ -74,6 +77,13 @@ def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _strength(raw: str) -> float:
+    value = float(raw)
+    if not 0.05 <= value <= 1.0:  # also false for nan
         raise ValueError(raw)
     return value
 
@@ -156,5 +166,11 @@ def load_settings(
         ray_workers=_parse(env, "RAY_WORKERS", None, _positive_int, "a whole number ≥ 1"),
         log_level=_parse(env, "LOG_LEVEL", "INFO", lambda r: _choice(LOG_LEVELS)(r.upper()),
                          "one of " + ", ".join(LOG_LEVELS)),
+        vary_subtle_strength=_parse(env, "VARY_SUBTLE_STRENGTH", 0.35, _strength,
+                                    "a number from 0.05 to 1.0"),
+        vary_strong_strength=_parse(env, "VARY_STRONG_STRENGTH", 0.7, _strength,
+                                    "a number from 0.05 to 1.0"),
+        upscale_strength=_parse(env, "UPSCALE_STRENGTH", 0.3, _strength,
+                                "a number from 0.05 to 1.0"),
         guild_ready_timeout=_parse(env, "ATELIER_GUILD_READY_TIMEOUT", 2.0, float, "seconds"),
     )

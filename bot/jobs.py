@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import discord
 
 from bot import render
 from bot.delivery import Attachment, Delivery, Render
@@ -19,8 +22,9 @@ from bot.engine.types import (
     Progress,
 )
 from bot.imaging import a1111_parameters, compose_grid, decode, encode_png
+from bot.options import JobParameters, random_seed
 from bot.ui import cancel_view, result_view
-from storage import ImageRecord, JobRecord, JobStatus
+from storage import ImageRecord, JobRecord, JobStatus, new_job_id
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -48,6 +52,108 @@ class JobService:
                 f"{limit} at a time)"
             )
         return saved
+
+    @staticmethod
+    def origin(interaction: discord.Interaction[Any]) -> dict[str, Any]:
+        """Who asked, where, and the token to answer them with."""
+        return {
+            "guild_id": interaction.guild_id,
+            "channel_id": interaction.channel_id or 0,
+            "user_id": interaction.user.id,
+            "application_id": interaction.application_id,
+            "interaction_token": interaction.token,
+        }
+
+    def new(self, interaction: discord.Interaction[Any], params: JobParameters,
+            init_image: str | None = None) -> JobRecord:
+        """A new `/imagine` job for whoever sent `interaction`."""
+        return JobRecord(
+            id=new_job_id(),
+            kind="imagine",
+            prompt=params.prompt,
+            negative=params.negative,
+            model=params.model.name,
+            sampler=params.sampler,
+            width=params.width,
+            height=params.height,
+            steps=params.steps,
+            guidance=params.guidance,
+            seed=params.seed,
+            count=params.count,
+            created_at=time.time(),
+            strength=params.strength,
+            init_image=init_image,
+            **self.origin(interaction),
+        )
+
+    def derive(self, interaction: discord.Interaction[Any], parent: JobRecord, kind: str, *,
+               count: int, index: int | None = None, init_image: str | None = None,
+               strength: float | None = None, scale: int = 1) -> JobRecord:
+        """A new job continuing from `parent`, for whoever pressed, always with fresh seeds."""
+        return replace(
+            parent,
+            id=new_job_id(),
+            kind=kind,
+            parent_job=parent.id,
+            parent_index=index,
+            seed=random_seed(count),
+            count=count,
+            init_image=init_image,
+            strength=strength,
+            width=parent.width * scale,
+            height=parent.height * scale,
+            status=JobStatus.QUEUED,
+            error=None,
+            message_id=None,
+            created_at=time.time(),
+            started_at=None,
+            finished_at=None,
+            deleted_at=None,
+            **self.origin(interaction),
+        )
+
+    @staticmethod
+    def remixed(job: JobRecord, params: JobParameters) -> JobRecord:
+        """`job` with what the user wrote in the remix modal."""
+        return replace(
+            job,
+            prompt=params.prompt,
+            negative=params.negative,
+            model=params.model.name,
+            sampler=params.sampler,
+            width=params.width,
+            height=params.height,
+            steps=params.steps,
+            guidance=params.guidance,
+            seed=params.seed,
+            count=params.count,
+            strength=params.strength if job.init_image is not None else None,
+        )
+
+    async def submit(self, interaction: discord.Interaction[Any], job: JobRecord) -> None:
+        """Save the job, acknowledge publicly, then run it: the placeholder becomes the result.
+
+        A user over the queue limit gets a private answer and no job."""
+        from bot.client import answer_error
+
+        # The interaction acknowledged here is the one whose token shows the job (for a remix,
+        # the modal's, not the button's that opened it).
+        job = replace(job, **self.origin(interaction))
+        try:
+            job = await self.create(job)
+        except QueueFull as error:
+            await answer_error(interaction, f"❌ {error}")
+            return
+        try:
+            response = await interaction.response.defer(thinking=True)
+        except discord.HTTPException:
+            response = None  # the interaction is gone: the job runs and is posted in the channel
+        if response is not None and response.message_id is not None:
+            job = replace(job, message_id=response.message_id)
+            await self.bot.repo.set_message(job.id, response.message_id)
+        else:
+            job = replace(job, interaction_token=None)
+        self.start(job)
 
     def start(self, job: JobRecord) -> None:
         """Run `job` in the background and deliver its result."""

@@ -13,7 +13,7 @@ from bot.engine.models import ModelSpec
 from bot.engine.samplers import SAMPLERS
 from bot.imaging import ImageSizeError, check_pixels, size_for
 from bot.prompt import Aspect, ParsedPrompt, PromptError, parse_aspect, parse_prompt
-from storage import UserSettings
+from storage import JobRecord, UserSettings
 
 T = TypeVar("T")
 
@@ -92,7 +92,8 @@ def check_sampler(name: str) -> str:
 
 
 def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogue,
-            parsed: ParsedPrompt | None = None) -> JobParameters:
+            parsed: ParsedPrompt | None = None,
+            default_strength: float = DEFAULT_STRENGTH) -> JobParameters:
     """Options given explicitly win over inline `--parameters`, which win over saved defaults,
     which win over the model's own defaults. Raises `PromptError` naming what is wrong."""
     parsed = parsed or parse_prompt(options.prompt)
@@ -134,7 +135,7 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
         raise PromptError("`strength` only applies when you give an `image` to start from")
     strength = None
     if options.has_image:
-        strength = _check_float("strength", _first(strength_given, default=DEFAULT_STRENGTH),
+        strength = _check_float("strength", _first(strength_given, default=default_strength),
                                 limits.STRENGTH_MIN, limits.STRENGTH_MAX)
 
     negatives = [_first(options.negative, defaults.negative, default=""), parsed.negative or ""]
@@ -152,3 +153,21 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
         count=count,
         strength=strength,
     )
+
+
+def remix_text(job: JobRecord) -> str:
+    """A job's prompt and parameters as a user would type them, to edit in the remix modal."""
+    return (f"{job.prompt} --steps {job.steps} --cfg {job.guidance:g} --sampler {job.sampler}"
+            f" --model {job.model}")
+
+
+def resolve_remix(text: str, negative: str, job: JobRecord, catalogue: Catalogue, *,
+                  count: int, strength: float | None) -> JobParameters:
+    """Parameters for a job continuing from `job`, as edited in the remix modal: what the text
+    gives wins, the rest comes from `job` (its size stays unless `--ar` says otherwise)."""
+    defaults = UserSettings(job.user_id, steps=job.steps, guidance=job.guidance, model=job.model,
+                            count=count, sampler=job.sampler)
+    options = ImagineOptions(prompt=text, negative=negative, has_image=strength is not None,
+                             image_size=(job.width, job.height))
+    return resolve(options, defaults, catalogue,
+                   default_strength=strength if strength is not None else DEFAULT_STRENGTH)

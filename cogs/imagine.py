@@ -1,10 +1,9 @@
-"""`/imagine` and the buttons of its results: `U<n>`, `V<n>`, `🔄` and `Cancel`."""
+"""`/imagine`, and the buttons that act on its result as it is: `U<n>` and `Cancel`."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -13,34 +12,23 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import limits, render
-from bot.access import may_manage, scope_of
+from bot.access import may_manage, visible_image, visible_job
 from bot.client import answer_error
-from bot.jobs import QueueFull
-from bot.options import ImagineOptions, JobParameters, random_seed, resolve
+from bot.options import ImagineOptions, resolve
 from bot.prompt import PromptError
 from bot.ui import single_image_view
 from bot.uploads import read_attachment
-from storage import JobRecord, JobStatus, new_job_id
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
 
 Interaction = discord.Interaction["AtelierBot"]
 
-VARIATION_STRENGTH = 0.6  # `V<n>`: a strong variation, like Midjourney's
-
 
 class Imagine(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
-        bot.button_handlers.update({
-            "u": self.on_upscale_pick,
-            "v": self.on_variation,
-            "r": self.on_reroll,
-            "c": self.on_cancel,
-        })
-
-    # ---- /imagine ---------------------------------------------------------------------------
+        bot.button_handlers.update({"u": self.on_single, "c": self.on_cancel})
 
     @app_commands.command(name="imagine")
     @app_commands.describe(
@@ -83,12 +71,14 @@ class Imagine(commands.Cog):
             if image is not None:
                 png, width, height = await read_attachment(image)
                 options = replace(options, image_size=(width, height))
+                params = resolve(options, defaults, self.bot.catalogue)
                 init_sha = (await asyncio.to_thread(self.bot.store.put, png)).sha256
-            params = resolve(options, defaults, self.bot.catalogue)
+            else:
+                params = resolve(options, defaults, self.bot.catalogue)
         except PromptError as error:
             await answer_error(interaction, f"❌ {error}")
             return
-        await self.start_job(interaction, self.new_job(interaction, params, init_sha))
+        await self.bot.jobs.submit(interaction, self.bot.jobs.new(interaction, params, init_sha))
 
     @imagine.autocomplete("model")
     async def model_autocomplete(self, interaction: Interaction,
@@ -100,153 +90,25 @@ class Imagine(commands.Cog):
             if current in spec.name
         ][:25]
 
-    # ---- jobs -------------------------------------------------------------------------------
-
-    @staticmethod
-    def origin(interaction: Interaction) -> dict[str, object]:
-        """Who asked, where, and the token to answer them with."""
-        return {
-            "guild_id": interaction.guild_id,
-            "channel_id": interaction.channel_id or 0,
-            "user_id": interaction.user.id,
-            "application_id": interaction.application_id,
-            "interaction_token": interaction.token,
-        }
-
-    def new_job(self, interaction: Interaction, params: JobParameters,
-                init_image: str | None) -> JobRecord:
-        return JobRecord(
-            id=new_job_id(),
-            kind="imagine",
-            prompt=params.prompt,
-            negative=params.negative,
-            model=params.model.name,
-            sampler=params.sampler,
-            width=params.width,
-            height=params.height,
-            steps=params.steps,
-            guidance=params.guidance,
-            seed=params.seed,
-            count=params.count,
-            created_at=time.time(),
-            strength=params.strength,
-            init_image=init_image,
-            **self.origin(interaction),  # type: ignore[arg-type]
-        )
-
-    def derived(self, interaction: Interaction, parent: JobRecord, kind: str, *, count: int,
-                index: int | None = None, init_image: str | None = None,
-                strength: float | None = None, scale: int = 1) -> JobRecord:
-        """A new job continuing from `parent`, always with fresh seeds."""
-        return replace(
-            parent,
-            id=new_job_id(),
-            kind=kind,
-            parent_job=parent.id,
-            parent_index=index,
-            seed=random_seed(count),
-            count=count,
-            init_image=init_image,
-            strength=strength,
-            width=parent.width * scale,
-            height=parent.height * scale,
-            status=JobStatus.QUEUED,
-            error=None,
-            message_id=None,
-            created_at=time.time(),
-            started_at=None,
-            finished_at=None,
-            deleted_at=None,
-            **self.origin(interaction),  # type: ignore[arg-type]
-        )
-
-    async def start_job(self, interaction: Interaction, job: JobRecord) -> None:
-        """Save the job, acknowledge publicly, then run it: the placeholder becomes the result."""
-        try:
-            job = await self.bot.jobs.create(job)
-        except QueueFull as error:
-            await answer_error(interaction, f"❌ {error}")
-            return
-        try:
-            response = await interaction.response.defer(thinking=True)
-        except discord.HTTPException:
-            # The interaction is gone; the job still runs and is posted in the channel.
-            response = None
-        if response is not None and response.message_id is not None:
-            job = replace(job, message_id=response.message_id)
-            await self.bot.repo.set_message(job.id, response.message_id)
-        else:
-            job = replace(job, interaction_token=None)
-        self.bot.jobs.start(job)
-
-    async def finished_job(self, interaction: Interaction, job_id: str) -> JobRecord | None:
-        """The job behind a button, if this user may see it and it has images; else answers."""
-        job = await self.bot.repo.job_in_scope(job_id, scope_of(interaction))
-        if job is None:
-            await answer_error(interaction, render.no_job_text(job_id))
-            return None
-        if job.status is not JobStatus.DONE:
-            await answer_error(interaction, f"Job `{job.id}` has no images yet.")
-            return None
-        return job
-
-    async def image_of(self, interaction: Interaction, job: JobRecord,
-                       index: int | None) -> tuple[int, str] | None:
-        """(index, sha256) of image `index` of `job`, or None after telling the user why."""
-        images = await self.bot.repo.images(job.id)
-        if index is None or not 1 <= index <= len(images):
-            await answer_error(interaction, f"Job `{job.id}` has no image {index}.")
-            return None
-        return index, images[index - 1].sha256
-
-    # ---- buttons ----------------------------------------------------------------------------
-
-    async def on_upscale_pick(self, interaction: Interaction, job_id: str,
-                              index: int | None) -> None:
+    async def on_single(self, interaction: Interaction, job_id: str, index: int | None) -> None:
         """`U<n>`: image n alone, full size, as a PNG carrying its parameters."""
-        job = await self.finished_job(interaction, job_id)
-        if job is None:
+        found = await visible_image(interaction, job_id, index)
+        if found is None:
             return
-        images = await self.bot.repo.images(job.id)
-        if index is None or not 1 <= index <= len(images):
-            await answer_error(interaction, f"Job `{job.id}` has no image {index}.")
-            return
-        data = await asyncio.to_thread(self.bot.store.read, images[index - 1].path)
+        job, image = found
+        data = await asyncio.to_thread(self.bot.store.read, image.path)
+        number = image.index + 1
         await interaction.response.send_message(
-            render.single_image_text(job, index, interaction.user.id),
-            file=discord.File(io.BytesIO(data), filename=f"atelier_{job.id}_{index}.png"),
-            view=single_image_view(job.id, index),
+            render.single_image_text(job, number, interaction.user.id),
+            file=discord.File(io.BytesIO(data), filename=f"atelier_{job.id}_{number}.png"),
+            view=single_image_view(job.id, number),
             allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
         )
 
-    async def on_variation(self, interaction: Interaction, job_id: str,
-                           index: int | None) -> None:
-        """`V<n>`: four variations of image n."""
-        job = await self.finished_job(interaction, job_id)
-        if job is None:
-            return
-        found = await self.image_of(interaction, job, index)
-        if found is None:
-            return
-        index, sha = found
-        await self.start_job(interaction, self.derived(
-            interaction, job, "variation", count=4, index=index, init_image=sha,
-            strength=VARIATION_STRENGTH))
-
-    async def on_reroll(self, interaction: Interaction, job_id: str, index: int | None) -> None:
-        """`🔄`: the same job again with fresh seeds."""
-        job = await self.finished_job(interaction, job_id)
-        if job is None:
-            return
-        await self.start_job(interaction, self.derived(
-            interaction, job, "reroll", count=job.count, init_image=job.init_image,
-            strength=job.strength))
-
     async def on_cancel(self, interaction: Interaction, job_id: str, index: int | None) -> None:
         """`Cancel`: stop a queued or running job (its author, or Manage Messages)."""
-        job = await self.bot.repo.job_in_scope(job_id, scope_of(interaction))
+        job = await visible_job(interaction, job_id)
         if job is None:
-            await answer_error(interaction, render.no_job_text(job_id))
             return
         if not may_manage(interaction, job):
             await answer_error(interaction, "Only the author of this job can cancel it.")

@@ -26,6 +26,7 @@ from bot.imaging import a1111_parameters, encode_png
 log = logging.getLogger(__name__)
 
 PREVIEW_INTERVAL = 1.0  # seconds between previews decoded from latents
+TILED_DECODE_AREA = 2.0  # decode in tiles above this many times the model's native area
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,12 @@ class Worker:
 
         kwargs["callback_on_step_end"] = on_step_end
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+        # Large pictures (upscales) are decoded in tiles, so the VAE's memory stays bounded.
+        native = loaded.spec.family.native_side
+        if first.width * first.height > TILED_DECODE_AREA * native * native:
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
         with torch.inference_mode():
             output = pipe(**kwargs)
         return list(output.images)

@@ -1,0 +1,56 @@
+"""Keeping and removing pictures: `❤️` (favourites) and `🗑️` (delete the message)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot.access import may_manage, visible_image
+from bot.client import answer_error
+
+if TYPE_CHECKING:
+    from bot.client import AtelierBot
+
+Interaction = discord.Interaction["AtelierBot"]
+
+
+class Collection(commands.Cog):
+    def __init__(self, bot: AtelierBot) -> None:
+        self.bot = bot
+        bot.button_handlers.update({"fav": self.on_favourite, "del": self.on_delete})
+
+    async def on_favourite(self, interaction: Interaction, job_id: str,
+                           index: int | None) -> None:
+        """`❤️`: add the picture to (or take it out of) your favourites."""
+        found = await visible_image(interaction, job_id, index)
+        if found is None:
+            return
+        job, image = found
+        added = await self.bot.repo.toggle_favourite(interaction.user.id, job.id, image.index)
+        number = image.index + 1
+        text = (f"❤️ Image {number} of job `{job.id}` is in your favourites "
+                "(`/history favourites:True`)." if added
+                else f"Image {number} of job `{job.id}` is no longer a favourite.")
+        await interaction.response.send_message(text, ephemeral=True)
+
+    async def on_delete(self, interaction: Interaction, job_id: str, index: int | None) -> None:
+        """`🗑️`: delete this message (its author, or Manage Messages); history keeps the job."""
+        found = await visible_image(interaction, job_id, index)
+        if found is None:
+            return
+        job, _ = found
+        if not may_manage(interaction, job):
+            await answer_error(interaction, "Only the author of this job can delete it.")
+            return
+        await self.bot.repo.mark_deleted(job.id)
+        await interaction.response.defer()
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException as error:
+            await answer_error(interaction, f"Could not delete the message: {error.text}")
+
+
+async def setup(bot: AtelierBot) -> None:
+    await bot.add_cog(Collection(bot))
