@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import logging
 import time
 from collections import OrderedDict
@@ -103,6 +104,12 @@ class Worker:
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        if self.device == "cpu":
+            # Leave a core to the event loop: busy-waiting math threads on every core starve it,
+            # and slow each other down badly when anything else runs on the machine.
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         self.specs = {spec.name: spec for spec in config.models}
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self.jobs_done = 0
