@@ -18,6 +18,12 @@ def scope_of(interaction: discord.Interaction[Any]) -> Scope:
     return Scope(interaction.guild_id, interaction.user.id)
 
 
+def nsfw_allowed(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the channel is marked NSFW (direct messages are not)."""
+    is_nsfw = getattr(interaction.channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
 def may_manage(interaction: discord.Interaction[Any], job: JobRecord) -> bool:
     """The author, or a member allowed to manage messages where the button was pressed."""
     if interaction.user.id == job.user_id:

@@ -2,7 +2,9 @@
 
 While the interaction's token is valid (15 minutes) the message is the interaction's own response;
 after that, or if the token is refused, the job is shown in a channel message that mentions its
-author. Progress edits are coalesced to at most one every `PROGRESS_INTERVAL` seconds."""
+author. Progress edits are coalesced to at most one every `PROGRESS_INTERVAL` seconds. Uploads that
+fail on Discord's side or stall are tried again with backoff; pictures larger than the
+interaction's upload limit are re-encoded to fit."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import asyncio
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
+from bot.imaging import shrink_to
 from storage import JobRecord
 
 if TYPE_CHECKING:
@@ -25,9 +29,11 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 2.0
 TOKEN_LIFETIME = 15 * 60
 TOKEN_MARGIN = 60  # leave time for an upload to finish before the token expires
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024  # Discord's smallest per-message upload limit
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_MESSAGE = 10008
 UNKNOWN_WEBHOOK = 10015
+REQUEST_TOO_LARGE = 40005
 
 
 @dataclass(frozen=True)
@@ -47,14 +53,23 @@ class Render:
     attachments: tuple[Attachment, ...] = ()
     view: discord.ui.View | None = None
 
+    @property
+    def size(self) -> int:
+        return sum(len(attachment.data) for attachment in self.attachments)
+
 
 class Delivery:
     """The message that shows one job."""
+
+    upload_timeout = 60.0  # seconds one attempt may take
+    attempts = 4
+    backoff = 1.0  # seconds before the second attempt, doubling after
 
     def __init__(self, bot: AtelierBot, job: JobRecord) -> None:
         self.bot = bot
         self.job = job
         self.message_id = job.message_id
+        self.limit = job.attachment_limit or DEFAULT_ATTACHMENT_LIMIT
         self._token = job.interaction_token
         self._channel_message: discord.Message | None = None
         self._lock = asyncio.Lock()
@@ -89,16 +104,51 @@ class Delivery:
             if render is None or self._finished:
                 return
             try:
-                await self._show(render)
-            except discord.HTTPException as error:
+                await asyncio.wait_for(self._show(render), self.upload_timeout)
+            except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as error:
                 # Progress is best effort: the final edit tries again with the latest state.
                 log.warning("could not update job %s: %s", self.job.id, error)
 
     async def finish(self, render: Render) -> int | None:
-        """Show the final state now; returns the id of the message that shows it."""
+        """Show the final state now, trying again on Discord's errors and stalls; returns the
+        id of the message that shows it."""
         self._finished = True
         async with self._lock:
-            return await self._show(render)
+            render = await self._fit(render, self.limit)
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    return await asyncio.wait_for(self._show(render), self.upload_timeout)
+                except discord.HTTPException as error:
+                    if error.code == REQUEST_TOO_LARGE or error.status == 413:
+                        render = await self._fit(render, render.size // 2)
+                    elif error.status < 500 and error.status != 429:
+                        raise
+                    last: BaseException = error
+                except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                    last = error
+                if attempt < self.attempts:
+                    delay = self.backoff * 2 ** (attempt - 1)
+                    log.warning("showing job %s failed (%s); trying again in %.0f s",
+                                self.job.id, last, delay)
+                    await asyncio.sleep(delay)
+            raise last
+
+    async def _fit(self, render: Render, limit: int) -> Render:
+        """Re-encode pictures (WebP, then JPEG, smaller if need be) until they fit `limit`."""
+        if render.size <= limit or not render.attachments:
+            return render
+        share = limit // len(render.attachments)
+        fitted = []
+        for attachment in render.attachments:
+            if len(attachment.data) <= share:
+                fitted.append(attachment)
+                continue
+            data, suffix = await asyncio.to_thread(shrink_to, attachment.data, share)
+            stem = attachment.filename.rsplit(".", 1)[0]
+            fitted.append(Attachment(f"{stem}.{suffix}", data))
+            log.info("job %s: %s re-encoded from %d to %d bytes to fit %d", self.job.id,
+                     attachment.filename, len(attachment.data), len(data), share)
+        return replace(render, attachments=tuple(fitted))
 
     async def _show(self, render: Render) -> int | None:
         self._last_edit = time.monotonic()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
+from bot.access import nsfw_allowed
 from bot.delivery import Attachment, Delivery, Render
 from bot.engine.executor import ExecutorClosed
 from bot.engine.samplers import sampler
@@ -21,7 +22,7 @@ from bot.engine.types import (
     JobCancelled,
     Progress,
 )
-from bot.imaging import a1111_parameters, compose_grid, decode, encode_png
+from bot.imaging import a1111_parameters, compose_grid, decode, encode_png, veil
 from bot.options import JobParameters, random_seed
 from bot.ui import cancel_view, result_view
 from storage import ImageRecord, JobRecord, JobStatus, new_job_id
@@ -60,8 +61,10 @@ class JobService:
             "guild_id": interaction.guild_id,
             "channel_id": interaction.channel_id or 0,
             "user_id": interaction.user.id,
+            "nsfw_allowed": nsfw_allowed(interaction),
             "application_id": interaction.application_id,
             "interaction_token": interaction.token,
+            "attachment_limit": interaction.filesize_limit,
         }
 
     def new(self, interaction: discord.Interaction[Any], params: JobParameters,
@@ -180,8 +183,14 @@ class JobService:
         """Run again the jobs a previous process left unfinished (same seeds)."""
         jobs = await self.bot.repo.unfinished_jobs()
         for job in jobs:
-            log.info("resuming job %s (%s)", job.id, job.status)
-            self.start(job)
+            if job.status is JobStatus.DONE:
+                log.info("delivering job %s, finished before the restart", job.id)
+                task = asyncio.create_task(self._deliver_stored(job), name=f"job-{job.id}")
+                self._tasks[job.id] = task
+                task.add_done_callback(lambda _, job_id=job.id: self._tasks.pop(job_id, None))
+            else:
+                log.info("resuming job %s (%s)", job.id, job.status)
+                self.start(job)
         return len(jobs)
 
     async def wait_idle(self) -> None:
@@ -251,22 +260,57 @@ class JobService:
             return  # still queued in the database: the next start runs it
         except JobCancelled:
             await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED)
-            await delivery.finish(Render(render.cancelled_text(job)))
+            await self.bot.repo.set_delivered(
+                job.id, await delivery.finish(Render(render.cancelled_text(job))))
             return
         except EngineError as error:
             await self.bot.repo.finish_job(job.id, JobStatus.FAILED, str(error))
-            await delivery.finish(Render(render.failed_text(job, str(error))))
+            await self.bot.repo.set_delivered(
+                job.id, await delivery.finish(Render(render.failed_text(job, str(error)))))
             return
 
-        images = await self._store(job, result)
-        job = replace(job, status=JobStatus.DONE)
-        grid = await asyncio.to_thread(self._grid_png, job, result)
-        message_id = await delivery.finish(Render(
-            render.result_text(job),
-            (Attachment(f"atelier_{job.id}.png", grid),),
-            result_view(job.id, len(images)),
-        ))
+        records = await self._store(job, result)
+        await self._deliver_result(replace(job, status=JobStatus.DONE), records, delivery)
+
+    async def _deliver_result(self, job: JobRecord, images: list[ImageRecord],
+                              delivery: Delivery) -> None:
+        message_id = await delivery.finish(await self.result_render(job, images))
         await self.bot.repo.set_delivered(job.id, message_id)
+
+    async def _deliver_stored(self, job: JobRecord) -> None:
+        """Deliver a job whose images were stored but never shown (the process stopped)."""
+        delivery = Delivery(self.bot, job)
+        try:
+            await self._deliver_result(job, await self.bot.repo.images(job.id), delivery)
+        except Exception:
+            log.exception("could not deliver job %s", job.id)
+
+    async def result_render(self, job: JobRecord, images: list[ImageRecord]) -> Render:
+        """The finished job as users see it: its grid (or single picture), text and buttons.
+
+        Pictures the safety checker flagged are veiled unless the channel is marked NSFW."""
+        def build() -> bytes:
+            pictures = [self.bot.store.read(image.path) for image in images]
+            hidden = [image.nsfw and not job.nsfw_allowed for image in images]
+            if len(pictures) == 1 and not hidden[0]:
+                return pictures[0]
+            cells = [veil(decode(data)) if flagged else decode(data)
+                     for data, flagged in zip(pictures, hidden, strict=True)]
+            first = images[0]
+            parameters = a1111_parameters(
+                prompt=job.prompt, negative=job.negative, steps=job.steps,
+                sampler=sampler(job.sampler).label, guidance=job.guidance, seed=first.seed,
+                width=first.width, height=first.height, model=job.model, strength=job.strength,
+            )
+            return encode_png(compose_grid(cells), parameters)
+
+        grid = await asyncio.to_thread(build)
+        hidden = [image.index + 1 for image in images if image.nsfw and not job.nsfw_allowed]
+        filename = f"atelier_{job.id}.png"
+        if hidden:
+            filename = "SPOILER_" + filename
+        return Render(render.result_text(job, hidden), (Attachment(filename, grid),),
+                      result_view(job.id, len(images)))
 
     async def _store(self, job: JobRecord, result: GenerationResult) -> list[ImageRecord]:
         """Write the files, then the rows: the images are safe before anything is uploaded."""
@@ -275,26 +319,13 @@ class JobService:
             for index, image in enumerate(result.images):
                 stored = self.bot.store.put(image.png)
                 records.append(ImageRecord(job.id, index, image.seed, stored.path, stored.sha256,
-                                           image.width, image.height, stored.size_bytes))
+                                           image.width, image.height, stored.size_bytes,
+                                           image.nsfw))
             return records
 
         records = await asyncio.to_thread(write)
         await self.bot.repo.complete_job(job.id, records)
         return records
-
-    @staticmethod
-    def _grid_png(job: JobRecord, result: GenerationResult) -> bytes:
-        if len(result.images) == 1:
-            return result.images[0].png
-        grid = compose_grid([decode(image.png) for image in result.images])
-        first = result.images[0]
-        parameters = a1111_parameters(
-            prompt=job.prompt, negative=job.negative, steps=job.steps,
-            sampler=sampler(job.sampler).label,
-            guidance=job.guidance, seed=first.seed, width=first.width, height=first.height,
-            model=job.model, strength=job.strength,
-        )
-        return encode_png(grid, parameters)
 
 
 async def _quietly(awaitable: object) -> None:

@@ -21,9 +21,15 @@ def headline(job: JobRecord, user_id: int | None = None) -> str:
     return f"**{prompt}** — <@{user_id if user_id is not None else job.user_id}>"
 
 
-def result_text(job: JobRecord) -> str:
-    """`**<prompt>** — <@author> · seeds 42–45 · job `k3f9x2ab``"""
-    return f"{headline(job)} · {seeds_text(job.seeds)} · job `{job.id}`"
+def result_text(job: JobRecord, hidden: Sequence[int] = ()) -> str:
+    """`**<prompt>** — <@author> · seeds 42–45 · job `k3f9x2ab``, and a note when the safety
+    checker veiled some of the pictures."""
+    text = f"{headline(job)} · {seeds_text(job.seeds)} · job `{job.id}`"
+    if hidden:
+        numbers = ", ".join(str(n) for n in hidden)
+        text += (f"\n-# image{'s' if len(hidden) > 1 else ''} {numbers} veiled by the safety "
+                 "checker: this channel is not marked NSFW")
+    return text
 
 
 def single_image_text(job: JobRecord, index: int, user_id: int) -> str:
@@ -52,3 +58,27 @@ def no_job_text(job_id: str) -> str:
     """Foreign and unknown ids read alike, so nobody learns a job exists elsewhere."""
     safe = discord.utils.escape_markdown(job_id[:32]).replace("`", "")
     return f"No job `{safe}` in this server."
+
+
+def lineage_text(job: JobRecord) -> str | None:
+    """Where a job comes from, `variation of image 3 of job `abc12345``; None for a new prompt."""
+    if job.parent_job is None:
+        return None
+    image = f"image {job.parent_index} of " if job.parent_index is not None else ""
+    return f"{job.kind} of {image}job `{job.parent_job}`"
+
+
+def fit_lines(lines: Sequence[str], limit: int) -> str:
+    """`lines` joined, cut at a line boundary to fit `limit` characters, saying how many were
+    left out (`… and 3 more`)."""
+    shown: list[str] = []
+    used = 0
+    for position, line in enumerate(lines):
+        left = len(lines) - position
+        marker = len(f"\n… and {left} more") if left > 1 else 0
+        if used + len(line) + 1 + marker > limit:
+            shown.append(f"… and {left} more")
+            break
+        shown.append(line)
+        used += len(line) + 1
+    return "\n".join(shown)

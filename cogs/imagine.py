@@ -12,8 +12,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import limits, render
-from bot.access import may_manage, visible_image, visible_job
+from bot.access import may_manage, nsfw_allowed, visible_image, visible_job
 from bot.client import answer_error
+from bot.imaging import decode, encode_png, veil
 from bot.options import ImagineOptions, resolve
 from bot.prompt import PromptError
 from bot.ui import single_image_view
@@ -98,9 +99,15 @@ class Imagine(commands.Cog):
         job, image = found
         data = await asyncio.to_thread(self.bot.store.read, image.path)
         number = image.index + 1
+        filename = f"atelier_{job.id}_{number}.png"
+        text = render.single_image_text(job, number, interaction.user.id)
+        if image.nsfw and not nsfw_allowed(interaction):
+            data = await asyncio.to_thread(lambda: encode_png(veil(decode(data))))
+            filename = "SPOILER_" + filename
+            text += "\n-# veiled by the safety checker: this channel is not marked NSFW"
         await interaction.response.send_message(
-            render.single_image_text(job, number, interaction.user.id),
-            file=discord.File(io.BytesIO(data), filename=f"atelier_{job.id}_{number}.png"),
+            text,
+            file=discord.File(io.BytesIO(data), filename=filename),
             view=single_image_view(job.id, number),
             allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
         )

@@ -62,11 +62,14 @@ class JobRecord:
     init_image: str | None = None
     status: JobStatus = JobStatus.QUEUED
     error: str | None = None
+    nsfw_allowed: bool = False
     application_id: int | None = None
     interaction_token: str | None = field(default=None, repr=False)
+    attachment_limit: int | None = None
     message_id: int | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    delivered_at: float | None = None
     deleted_at: float | None = None
 
     @property
@@ -82,6 +85,7 @@ class JobRecord:
     def from_row(cls, row: Any) -> JobRecord:
         values = dict(row)
         values["status"] = JobStatus(values["status"])
+        values["nsfw_allowed"] = bool(values["nsfw_allowed"])
         return cls(**values)
 
 
@@ -98,6 +102,7 @@ class ImageRecord:
     width: int
     height: int
     size_bytes: int
+    nsfw: bool = False
 
 
 @dataclass(frozen=True)

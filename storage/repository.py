@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import time
@@ -24,10 +25,12 @@ from storage.records import (
 
 _JOB_SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM jobs"
 _IMAGE_SELECT = (
-    'SELECT job_id, idx AS "index", seed, path, sha256, width, height, size_bytes FROM images'
+    'SELECT job_id, idx AS "index", seed, path, sha256, width, height, size_bytes, nsfw'
+    " FROM images"
 )
 _SETTINGS_FIELDS = tuple(f.name for f in fields(UserSettings))
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_RANKED_MATCHES = 200  # autocomplete ranks this many of the newest matches
 
 
 def fts_query(text: str) -> str | None:
@@ -121,9 +124,11 @@ class Repository:
         return int(row[0]) if row else 0
 
     async def unfinished_jobs(self) -> list[JobRecord]:
-        """Jobs left queued or running (by a stopped process), oldest first."""
+        """Jobs a stopped process left queued, running, or done but not yet delivered; oldest
+        first."""
         async with self.db.execute(
-            f"{_JOB_SELECT} WHERE status IN ('queued', 'running') ORDER BY created_at"
+            f"{_JOB_SELECT} WHERE status IN ('queued', 'running')"
+            " OR (status = 'done' AND delivered_at IS NULL) ORDER BY created_at"
         ) as cursor:
             return [JobRecord.from_row(row) for row in await cursor.fetchall()]
 
@@ -144,8 +149,8 @@ class Repository:
         async with self.transaction():
             await self.db.executemany(
                 "INSERT OR REPLACE INTO images"
-                " (job_id, idx, seed, path, sha256, width, height, size_bytes)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " (job_id, idx, seed, path, sha256, width, height, size_bytes, nsfw)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [astuple(image) for image in images],
             )
             await self.db.execute(
@@ -154,11 +159,11 @@ class Repository:
             )
 
     async def set_delivered(self, job_id: str, message_id: int | None) -> None:
-        """The result reached Discord: remember its message and forget the interaction token."""
+        """The final state reached Discord: remember its message, forget the interaction token."""
         await self.db.execute(
-            "UPDATE jobs SET message_id = coalesce(?, message_id), interaction_token = NULL"
-            " WHERE id = ?",
-            (message_id, job_id),
+            "UPDATE jobs SET message_id = coalesce(?, message_id), interaction_token = NULL,"
+            " delivered_at = ? WHERE id = ?",
+            (message_id, time.time(), job_id),
         )
 
     async def set_message(self, job_id: str, message_id: int) -> None:
@@ -173,6 +178,25 @@ class Repository:
     async def children(self, job_id: str) -> list[JobRecord]:
         async with self.db.execute(
             f"{_JOB_SELECT} WHERE parent_job = ? ORDER BY created_at", (job_id,)
+        ) as cursor:
+            return [JobRecord.from_row(row) for row in await cursor.fetchall()]
+
+    async def job_for_message(self, message_id: int, scope: Scope) -> JobRecord | None:
+        """The job whose placeholder or result is message `message_id`, if `scope` may see it."""
+        clause, params = _scope_clause(scope)
+        async with self.db.execute(
+            f"{_JOB_SELECT} WHERE message_id = ? AND {clause} ORDER BY created_at DESC LIMIT 1",
+            (message_id, *params),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    async def active_jobs(self, user_id: int) -> list[JobRecord]:
+        """A user's queued and running jobs, in every server and DM, oldest first."""
+        async with self.db.execute(
+            f"{_JOB_SELECT} WHERE user_id = ? AND status IN ('queued', 'running')"
+            " ORDER BY created_at",
+            (user_id,),
         ) as cursor:
             return [JobRecord.from_row(row) for row in await cursor.fetchall()]
 
@@ -231,12 +255,18 @@ class Repository:
                    " ORDER BY j.created_at DESC LIMIT ?")
             async with self.db.execute(sql, (*params, limit)) as cursor:
                 return [JobRecord.from_row(row) for row in await cursor.fetchall()]
+        # Ranking every match of a short prefix ("a*" matches nearly every prompt) takes a
+        # tenth of a second on a big server, so only the newest matches are ranked: FTS5 walks
+        # rowids (creation order) backwards and stops early.
         sql = (
-            f"SELECT {columns} FROM jobs_fts JOIN jobs j ON j.rowid = jobs_fts.rowid"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM ("
+            f"SELECT {columns}, jobs_fts.rank AS score FROM jobs_fts"
+            f" JOIN jobs j ON j.rowid = jobs_fts.rowid"
             f" WHERE jobs_fts MATCH ? AND {clause} AND j.status = 'done'"
-            " ORDER BY jobs_fts.rank, j.created_at DESC LIMIT ?"
+            " ORDER BY jobs_fts.rowid DESC LIMIT ?"
+            ") ORDER BY score, created_at DESC LIMIT ?"
         )
-        async with self.db.execute(sql, (match, *params, limit)) as cursor:
+        async with self.db.execute(sql, (match, *params, _RANKED_MATCHES, limit)) as cursor:
             found = [JobRecord.from_row(row) for row in await cursor.fetchall()]
         token = text.strip().lower()
         if re.fullmatch(r"[a-z0-9]{2,8}", token):
@@ -249,6 +279,33 @@ class Repository:
             seen = {job.id for job in by_id}
             found = by_id + [job for job in found if job.id not in seen]
         return found[:limit]
+
+    async def first_images(self, job_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        """The first image of each of these jobs (those that have one), by job id."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" for _ in job_ids)
+        async with self.db.execute(
+            f"{_IMAGE_SELECT} WHERE idx = 0 AND job_id IN ({marks})", tuple(job_ids)
+        ) as cursor:
+            return {row["job_id"]: ImageRecord(**dict(row)) for row in await cursor.fetchall()}
+
+    async def save_search(self, text: str) -> str:
+        """Keep a `/history` search text; returns the short key that names it."""
+        key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        await self.db.execute(
+            "INSERT OR IGNORE INTO history_searches (key, text, created_at) VALUES (?, ?, ?)",
+            (key, text, time.time()),
+        )
+        return key
+
+    async def saved_search(self, key: str) -> str | None:
+        """The search text saved under `key`, if any."""
+        async with self.db.execute(
+            "SELECT text FROM history_searches WHERE key = ?", (key,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
 
     # ---- settings and favourites ------------------------------------------------------------
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gc
 import io
-import os
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence

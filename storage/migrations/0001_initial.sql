@@ -23,18 +23,22 @@ CREATE TABLE jobs (
     status            TEXT NOT NULL DEFAULT 'queued'
                       CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
     error             TEXT,
+    nsfw_allowed      INTEGER NOT NULL DEFAULT 0, -- the channel is marked NSFW
     application_id    INTEGER,
     interaction_token TEXT,                     -- cleared once the result is delivered
+    attachment_limit  INTEGER,                  -- bytes the interaction may upload
     message_id        INTEGER,
     created_at        REAL NOT NULL,
     started_at        REAL,
     finished_at       REAL,
+    delivered_at      REAL,
     deleted_at        REAL
 );
 
 CREATE INDEX jobs_guild_created ON jobs (guild_id, created_at DESC);
 CREATE INDEX jobs_user_created ON jobs (user_id, created_at DESC);
-CREATE INDEX jobs_status ON jobs (status) WHERE status IN ('queued', 'running');
+CREATE INDEX jobs_unfinished ON jobs (created_at)
+    WHERE status IN ('queued', 'running') OR (status = 'done' AND delivered_at IS NULL);
 CREATE INDEX jobs_parent ON jobs (parent_job) WHERE parent_job IS NOT NULL;
 
 CREATE TABLE images (
@@ -46,6 +50,7 @@ CREATE TABLE images (
     width      INTEGER NOT NULL,
     height     INTEGER NOT NULL,
     size_bytes INTEGER NOT NULL,
+    nsfw       INTEGER NOT NULL DEFAULT 0,      -- flagged by the model's safety checker
     PRIMARY KEY (job_id, idx)
 );
 

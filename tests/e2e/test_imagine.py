@@ -53,6 +53,8 @@ async def test_every_job_and_image_is_in_the_database(atelier: Atelier) -> None:
     message = await finished(handle)
     job_id = job_id_of(message)
 
+    await atelier.double.wait_for(lambda: rows(
+        atelier, "SELECT delivered_at FROM jobs WHERE id = ?", job_id)[0][0])
     [job] = rows(atelier, "SELECT * FROM jobs WHERE id = ?", job_id)
     assert job["status"] == "done"
     assert job["kind"] == "imagine"
