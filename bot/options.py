@@ -128,6 +128,10 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
         seed = random_seed(count)
     else:
         seed = _check_int("seed", seed_given, limits.SEED_MIN, limits.SEED_MAX)
+        if seed + count - 1 > limits.SEED_MAX:
+            # image i uses seed + i, and every seed shown must be one a user can type again
+            raise PromptError(f"`seed` must be at most {limits.SEED_MAX - count + 1} for "
+                              f"{count} images: seeds go up to {limits.SEED_MAX}")
     sampler = check_sampler(_first(parsed.sampler, defaults.sampler, default=family.sampler))
 
     strength_given = _first(options.strength, parsed.strength, default=None)

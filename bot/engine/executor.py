@@ -220,7 +220,7 @@ class LocalExecutor:
                 self._running = {request.job_id for request in batch}
                 self._post_positions()
             for request in batch:
-                self._report(StepReport((request.job_id,), 0, request.steps))
+                self._report(StepReport((request.job_id,), 0, request.denoising_steps))
             started = time.perf_counter()
             try:
                 if self.worker is None:

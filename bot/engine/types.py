@@ -36,6 +36,24 @@ class GenerationRequest:
         return len(self.seeds)
 
     @property
+    def pipeline_steps(self) -> int:
+        """`num_inference_steps` for the pipeline. img2img runs only `steps × strength` of them,
+        so at least enough are asked for that one step runs (turbo models use few steps)."""
+        if self.init_image is None or not self.strength:
+            return self.steps
+        steps = self.steps
+        while int(steps * self.strength) < 1:
+            steps += 1
+        return steps
+
+    @property
+    def denoising_steps(self) -> int:
+        """How many steps actually run: what progress counts to."""
+        if self.init_image is None or not self.strength:
+            return self.steps
+        return min(int(self.pipeline_steps * self.strength), self.pipeline_steps)
+
+    @property
     def kind(self) -> str:
         return "img2img" if self.init_image is not None else "txt2img"
 

@@ -328,7 +328,7 @@ class Worker:
         kwargs: dict[str, Any] = {
             "prompt_embeds": torch.cat([c.embeds for c in positive]),
             "negative_prompt_embeds": torch.cat([c.embeds for c in negative]),
-            "num_inference_steps": first.steps,
+            "num_inference_steps": first.pipeline_steps,
             "guidance_scale": first.guidance,
             "generator": [torch.Generator("cpu").manual_seed(request.seeds[index])
                           for request, index in slots],

@@ -100,9 +100,6 @@ async def test_submit_gives_a_result(start_executor: Callable[..., LocalExecutor
     assert executor.cancel("job") is False  # finished: nothing to cancel
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bot/engine/executor.py:223 announces img2img jobs as `step 0/<steps>`, but the worker then "
-    "reports totals of int(steps*strength) (`step 1/5` after `step 0/10` for strength 0.5)"))
 async def test_img2img_progress_keeps_one_total(
     start_executor: Callable[..., LocalExecutor],
 ) -> None:

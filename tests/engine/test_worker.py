@@ -130,11 +130,6 @@ def test_img2img_keeps_the_size(tiny_worker: Worker) -> None:
     assert _mean_difference(result, txt2img) > 0.5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bot/engine/worker.py:343 passes strength to diffusers img2img unchecked; with "
-    "steps*strength < 1 the pipeline fails "
-    "('the number of pipeline steps is 0'); the user gets 'The image pipeline failed on this "
-    "job' for valid input such as /imagine image strength:0.05 steps:10"))
 def test_img2img_with_few_effective_steps(tiny_worker: Worker) -> None:
     start = Image.new("RGB", (128, 128), (30, 30, 200))
     buffer = io.BytesIO()
