@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -16,10 +17,12 @@ from bot.engine.executor import LocalExecutor
 from bot.engine.types import GenerationRequest
 from bot.engine.worker import Worker, WorkerConfig
 from bot.jobs import JobService
-from bot.ui import ButtonHandler, JobButton
+from bot.ui import STALE_BUTTON, ButtonHandler, JobButton
 from storage import ImageStore, Repository, open_database
 
 log = logging.getLogger(__name__)
+
+UNANSWERED_AFTER = 2.5  # seconds; Discord gives up on an interaction after 3
 
 EXTENSIONS = (
     "cogs.imagine",
@@ -42,6 +45,18 @@ def point_at(api_base: str | None, gateway_url: str | None) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
+class AtelierTree(app_commands.CommandTree["AtelierBot"]):
+    async def interaction_check(self, interaction: discord.Interaction[AtelierBot]) -> bool:
+        """Commands answer only where the server allows them (`ALLOWED_CHANNELS`)."""
+        refusal = interaction.client.refusal_here(interaction)
+        if refusal is None:
+            return True
+        if interaction.type is discord.InteractionType.autocomplete:
+            return False
+        await answer_error(interaction, refusal)
+        return False
+
+
 class AtelierBot(commands.Bot):
     repo: Repository
     store: ImageStore
@@ -57,6 +72,7 @@ class AtelierBot(commands.Bot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=settings.guild_ready_timeout,
+            tree_cls=AtelierTree,
         )
         self.settings = settings
         self.catalogue = Catalogue.from_settings(settings)
@@ -110,6 +126,29 @@ class AtelierBot(commands.Bot):
         else:
             synced = await self.tree.sync()
             log.info("synced %d commands globally", len(synced))
+
+    async def on_interaction(self, interaction: discord.Interaction[AtelierBot]) -> None:
+        """Answer presses of our buttons that nothing handled (stale or crafted custom ids)
+        before Discord's 3 s run out, instead of leaving it to say "This interaction failed"."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        if not str((interaction.data or {}).get("custom_id", "")).startswith("atelier:"):
+            return
+        await asyncio.sleep(UNANSWERED_AFTER)
+        if not interaction.response.is_done():
+            await answer_error(interaction, STALE_BUTTON)
+
+    def refusal_here(self, interaction: discord.Interaction[AtelierBot]) -> str | None:
+        """Why Atelier does not work in this channel, or None where it does."""
+        allowed = self.settings.allowed_channels
+        if not allowed or interaction.guild_id is None:
+            return None
+        channel = interaction.channel
+        ids = {interaction.channel_id, getattr(channel, "parent_id", None)}
+        if ids & set(allowed):
+            return None
+        where = ", ".join(f"<#{channel_id}>" for channel_id in allowed)
+        return f"Atelier works in {where} on this server."
 
     async def on_ready(self) -> None:
         assert self.user is not None

@@ -44,6 +44,9 @@ class Settings:
     ray_address: str = ""
     ray_workers: int | None = None
     log_level: str = "INFO"
+    rate_limit_per_minute: int = 10
+    blocked_words: tuple[str, ...] = ()
+    allowed_channels: tuple[int, ...] = ()
     vary_subtle_strength: float = 0.35
     vary_strong_strength: float = 0.7
     upscale_strength: float = 0.3
@@ -86,6 +89,17 @@ def _strength(raw: str) -> float:
     if not 0.05 <= value <= 1.0:  # also false for nan
         raise ValueError(raw)
     return value
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(word.strip().lower() for word in raw.split(",") if word.strip())
+
+
+def _ids(raw: str) -> tuple[int, ...]:
+    ids = tuple(int(item) for item in raw.split(",") if item.strip())
+    if any(value < 1 for value in ids):
+        raise ValueError(raw)
+    return ids
 
 
 def _flag(raw: str) -> bool:
@@ -166,6 +180,11 @@ def load_settings(
         ray_workers=_parse(env, "RAY_WORKERS", None, _positive_int, "a whole number ≥ 1"),
         log_level=_parse(env, "LOG_LEVEL", "INFO", lambda r: _choice(LOG_LEVELS)(r.upper()),
                          "one of " + ", ".join(LOG_LEVELS)),
+        rate_limit_per_minute=_parse(env, "RATE_LIMIT_PER_MINUTE", 10, _positive_int,
+                                     "a whole number ≥ 1"),
+        blocked_words=_parse(env, "BLOCKED_WORDS", (), _words, "comma-separated words"),
+        allowed_channels=_parse(env, "ALLOWED_CHANNELS", (), _ids,
+                                "comma-separated channel ids"),
         vary_subtle_strength=_parse(env, "VARY_SUBTLE_STRENGTH", 0.35, _strength,
                                     "a number from 0.05 to 1.0"),
         vary_strong_strength=_parse(env, "VARY_STRONG_STRENGTH", 0.7, _strength,

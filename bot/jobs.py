@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
+class JobRefused(Exception):
+    """A job may not be started; the message says why, for its author."""
+
+
+class QueueFull(JobRefused):
     """The user already has as many jobs waiting as they may."""
+
+
+def blocked_word(text: str, words: tuple[str, ...]) -> str | None:
+    """The first of `words` that appears in `text` as a whole word (any case), if any."""
+    lowered = text.lower()
+    for word in words:
+        if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
+            return word
+    return None
 
 
 class JobService:
@@ -43,16 +57,26 @@ class JobService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def create(self, job: JobRecord) -> JobRecord:
-        """Save a new job, enforcing the per-user queue limit."""
-        saved = await self.bot.repo.insert_job(job, self.bot.settings.max_queue_per_user)
-        if saved is None:
-            limit = self.bot.settings.max_queue_per_user
+        """Save a new job, enforcing the server's policy and the per-user limits."""
+        settings = self.bot.settings
+        blocked = blocked_word(f"{job.prompt} {job.negative}", settings.blocked_words)
+        if blocked is not None:
+            raise JobRefused(f"The prompt contains a word this server does not allow (`{blocked}`)")
+        saved = await self.bot.repo.insert_job(job, settings.max_queue_per_user,
+                                               settings.rate_limit_per_minute)
+        if saved is not None:
+            return saved
+        active = await self.bot.repo.active_job_count(job.user_id)
+        if active >= settings.max_queue_per_user:
+            limit = settings.max_queue_per_user
             raise QueueFull(
-                f"You already have {limit} job{'s' if limit != 1 else ''} queued or running; "
-                "wait for one to finish (at most "
-                f"{limit} at a time)"
+                f"You already have {active} job{'s' if active != 1 else ''} queued or running; "
+                f"wait for one to finish (at most {limit} at a time)"
             )
-        return saved
+        raise JobRefused(
+            f"You started {settings.rate_limit_per_minute} jobs in the last minute; wait a moment "
+            f"(at most {settings.rate_limit_per_minute} a minute)"
+        )
 
     @staticmethod
     def origin(interaction: discord.Interaction[Any]) -> dict[str, Any]:
@@ -142,9 +166,13 @@ class JobService:
         # The interaction acknowledged here is the one whose token shows the job (for a remix,
         # the modal's, not the button's that opened it).
         job = replace(job, **self.origin(interaction))
+        refusal = self.bot.refusal_here(interaction)
+        if refusal is not None:
+            await answer_error(interaction, refusal)
+            return
         try:
             job = await self.create(job)
-        except QueueFull as error:
+        except JobRefused as error:
             await answer_error(interaction, f"❌ {error}")
             return
         try:

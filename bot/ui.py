@@ -43,12 +43,15 @@ ACTIONS = {
     )
 }
 
+STALE_BUTTON = "This button no longer works; run the command again."
+
 ButtonHandler = Callable[[discord.Interaction[Any], str, int | None], Awaitable[None]]
 
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:(?P<action>[a-z]+):(?P<job>{JOB_ID_PATTERN})(?::(?P<index>[1-4]))?",
+    template=(rf"atelier:(?P<action>{'|'.join(ACTIONS)}):(?P<job>{JOB_ID_PATTERN})"
+              r"(?::(?P<index>[1-4]))?"),
 ):
     """One button of a job's message: `atelier:u:k3f9x2ab:2` is `U2` of job `k3f9x2ab`."""
 
@@ -72,16 +75,14 @@ class JobButton(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
         match: re.Match[str], /,
     ) -> JobButton:
-        action = match["action"]
-        if action not in ACTIONS:
-            raise ValueError(f"unknown button action {action!r}")
         index = int(match["index"]) if match["index"] else None
-        if ACTIONS[action].numbered and index is None:
-            raise ValueError(f"button {action!r} needs an image number")
-        return cls(action, match["job"], index)
+        return cls(match["action"], match["job"], index)
 
     async def callback(self, interaction: discord.Interaction[AtelierBot]) -> None:
         handler = interaction.client.button_handlers.get(self.action)
+        if ACTIONS[self.action].numbered and self.index is None:
+            await interaction.response.send_message(STALE_BUTTON, ephemeral=True)
+            return
         if handler is None:
             await interaction.response.send_message(
                 "This button is not available right now.", ephemeral=True
