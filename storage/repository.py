@@ -77,19 +77,25 @@ class Repository:
 
     # ---- jobs -------------------------------------------------------------------------------
 
-    async def insert_job(self, job: JobRecord, max_active: int | None = None) -> JobRecord | None:
-        """Insert `job`, unless its user already has `max_active` jobs queued or running (then
-        None). The check and the insert are one statement, so two quick commands cannot both
-        slip under the limit. A taken id (1 in 10^12) is replaced by a fresh one."""
+    async def insert_job(self, job: JobRecord, max_active: int | None = None,
+                         max_per_minute: int | None = None) -> JobRecord | None:
+        """Insert `job`, unless its user already has `max_active` jobs queued or running, or
+        started `max_per_minute` jobs in the last minute (then None). The checks and the insert
+        are one statement, so quick commands cannot slip past the limits together. A taken id
+        (1 in 10^12) is replaced by a fresh one."""
         placeholders = ", ".join(f":{name}" for name in JOB_COLUMNS)
-        sql = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) SELECT {placeholders}"
+        sql = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) SELECT {placeholders} WHERE 1"
         if max_active is not None:
-            sql += (" WHERE (SELECT count(*) FROM jobs WHERE user_id = :user_id"
+            sql += (" AND (SELECT count(*) FROM jobs WHERE user_id = :user_id"
                     " AND status IN ('queued', 'running')) < :max_active")
+        if max_per_minute is not None:
+            sql += (" AND (SELECT count(*) FROM jobs WHERE user_id = :user_id"
+                    " AND created_at > :created_at - 60) < :max_per_minute")
         for _ in range(5):
             values = dict(zip(JOB_COLUMNS, astuple(job), strict=True))
             values["status"] = str(job.status)
             values["max_active"] = max_active
+            values["max_per_minute"] = max_per_minute
             try:
                 cursor = await self.db.execute(sql, values)
             except sqlite3.IntegrityError as error:
