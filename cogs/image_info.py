@@ -45,9 +45,8 @@ def escaped(text: str) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
 
-def seeds_text(job: JobRecord, images: Sequence[ImageRecord]) -> str:
-    """`1: 42 · 2: 43 · …`: the seeds used, from the stored images once there are any."""
-    seeds = [image.seed for image in images] or job.seeds
+def seeds_text(seeds: Sequence[int]) -> str:
+    """`1: 42 · 2: 43 · …`, numbered like the `U` buttons."""
     if len(seeds) == 1:
         return str(seeds[0])
     return " · ".join(f"{number}: {seed}" for number, seed in enumerate(seeds, start=1))
@@ -84,11 +83,12 @@ def info_embed(job: JobRecord, images: Sequence[ImageRecord], children: Sequence
     embed.add_field(name="CFG scale", value=f"{job.guidance:g}")
     if job.strength is not None:
         embed.add_field(name="Strength", value=f"{job.strength:g}")
-    if index is not None and 1 <= index <= job.count:
-        seed = images[index - 1].seed if len(images) >= index else job.seeds[index - 1]
-        embed.add_field(name="Seed", value=str(seed))
-    embed.add_field(name="Seeds" if job.count > 1 else "Seed of the job",
-                    value=seeds_text(job, images), inline=False)
+    seeds = [image.seed for image in images] or job.seeds  # the stored ones are those used
+    if index is not None and 1 <= index <= len(seeds):
+        embed.add_field(name="Seed", value=str(seeds[index - 1]))
+    if len(seeds) > 1 or index is None:
+        embed.add_field(name="Seeds" if len(seeds) > 1 else "Seed", value=seeds_text(seeds),
+                        inline=False)
     embed.add_field(name="Status", value=status_text(job))
     embed.add_field(name="Kind", value=job.kind)
     embed.add_field(name="Author", value=f"<@{job.user_id}>")

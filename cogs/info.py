@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.access import scope_of
+from bot.engine.worker import resolve_device, resolve_dtype
 from storage import JobRecord, JobStatus, Scope
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ PROMPT_PREVIEW = 60
 def duration_text(seconds: float) -> str:
     """`3d 4h`, `2h 5m`, `4m 10s`, `12s`: the two largest units that are not zero."""
     remaining = max(0, int(seconds))
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
         amount, remaining = divmod(remaining, size)
         if amount or (unit == "s" and not parts):
@@ -70,17 +71,19 @@ class Info(commands.Cog):
         for spec in self.bot.catalogue:
             family = spec.family
             mark = " (default)" if spec is default else ""
-            lines.append(
-                f"**{spec.name}**{mark} — {family.label} · {family.native_side}×{family.native_side}"
-                f" · {family.steps} steps · CFG {family.guidance:g} · {family.sampler}"
-            )
+            side = family.native_side
+            lines.append(f"**{spec.name}**{mark} — {family.label} · {side}×{side}"
+                         f" · {family.steps} steps · CFG {family.guidance:g} · {family.sampler}")
         return render.fit_lines(lines, FIELD_MAX)
 
     def device_text(self) -> str:
         worker = self.bot.executor.worker
-        if worker is None:
-            return "the engine is not running"
-        return f"{worker.device} · {str(worker.dtype).removeprefix('torch.')}"
+        if worker is not None:
+            device, dtype = worker.device, worker.dtype
+        else:  # not started yet: the choice the worker makes from the same settings
+            device = resolve_device(self.bot.settings.sd_device)
+            dtype = resolve_dtype(self.bot.settings.sd_dtype, device)
+        return f"{device} · {str(dtype).removeprefix('torch.')}"
 
     @staticmethod
     def queue_text(queued: int, running: int) -> str:
@@ -107,7 +110,7 @@ class Info(commands.Cog):
         if not lines:
             return "You have no jobs queued or running."
         limit = self.bot.settings.max_queue_per_user
-        lines.append(f"-# at most {limit} at a time")
+        lines.append(f"_at most {limit} queued or running at a time_")
         return render.fit_lines(lines, FIELD_MAX)
 
 

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 Interaction = discord.Interaction["AtelierBot"]
 
-# The hyphen keeps these ids clear of JobButton's `atelier:<action>:<job id>` template, which an
-# eight-letter field name like `guidance` would otherwise match.
+# The hyphen keeps these ids from ever reading as a job button's `atelier:<action>:<job id>`, as an
+# eight-letter field name like `guidance` could under a looser template.
 PREFIX = "atelier:user-settings:"
 FIELDS = ("aspect", "count", "steps", "guidance", "model", "sampler")
 DEFAULT = "default"  # the select value that clears a field
@@ -182,14 +182,16 @@ def summary_text(settings: UserSettings, catalogue: Catalogue) -> str:
 
 def settings_panel(settings: UserSettings, catalogue: Catalogue) -> discord.ui.LayoutView:
     """The panel showing `settings`, with a select per field and the buttons below."""
-    view = discord.ui.LayoutView(timeout=None)
     options = select_options(settings, catalogue)
+    # DynamicItem is typed as an item of either kind of view, which ActionRow's type variable
+    # (LayoutView only) does not accept, though discord.py supports it at run time.
+    rows = [discord.ui.ActionRow(SettingSelect(field, options[field]))  # type: ignore[type-var]
+            for field in FIELDS]
+    buttons = discord.ui.ActionRow(  # type: ignore[type-var]
+        SettingButton("edit"), SettingButton("remix", remix=settings.remix), SettingButton("reset"))
+    view = discord.ui.LayoutView(timeout=None)
     view.add_item(discord.ui.Container(
-        discord.ui.TextDisplay(summary_text(settings, catalogue)),
-        *(discord.ui.ActionRow(SettingSelect(field, options[field])) for field in FIELDS),
-        discord.ui.ActionRow(SettingButton("edit"), SettingButton("remix", remix=settings.remix),
-                             SettingButton("reset")),
-    ))
+        discord.ui.TextDisplay(summary_text(settings, catalogue)), *rows, buttons))
     return view
 
 
@@ -332,7 +334,7 @@ class Settings(commands.Cog):
 
     @app_commands.command(name="settings")
     async def show_settings(self, interaction: Interaction) -> None:
-        """Your defaults for /imagine: aspect, count, steps, CFG, model, sampler, negative, remix."""
+        """Your defaults for /imagine: aspect, count, steps, CFG, model, negative prompt, remix."""
         current = await self.bot.repo.settings(interaction.user.id)
         await interaction.response.send_message(
             view=settings_panel(current, self.bot.catalogue), ephemeral=True)
