@@ -38,8 +38,10 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(RedactToken(settings.discord_token))
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
-    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(
-        settings.log_level)))
+    # discord.py and aiosqlite at DEBUG log whole payloads, interaction tokens included.
+    for name in ("discord", "aiosqlite", "PIL"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(
+            settings.log_level)))
 
 
 async def run(settings: Settings) -> None:
@@ -47,9 +49,14 @@ async def run(settings: Settings) -> None:
 
     bot = AtelierBot(settings)
     loop = asyncio.get_running_loop()
+
+    def stop(signum: signal.Signals) -> None:
+        log.info("%s: stopping; the running batch finishes, queued jobs wait for the next start",
+                 signum.name)
+        asyncio.ensure_future(bot.close())
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        # Stop taking work, let the running batch finish, leave queued jobs for the next start.
-        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+        loop.add_signal_handler(signum, stop, signum)
     async with bot:
         await bot.start(settings.discord_token)
 

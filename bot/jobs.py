@@ -285,7 +285,10 @@ class JobService:
             request = await self.request_for(job)
             result = await self.bot.executor.submit(request, on_progress)
         except ExecutorClosed:
-            return  # still queued in the database: the next start runs it
+            # Still queued in the database: the next start runs it.
+            await _quietly(delivery.finish(Render(render.restarting_text(job),
+                                                  view=cancel_view(job.id))))
+            return
         except JobCancelled:
             await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED)
             await self.bot.repo.set_delivered(

@@ -42,6 +42,10 @@ def queued_text(job: JobRecord, position: int) -> str:
     return f"{headline(job)}\nQueued — position {position}"
 
 
+def restarting_text(job: JobRecord) -> str:
+    return f"{headline(job)}\nQueued — Atelier is restarting; this job runs when it is back"
+
+
 def progress_text(job: JobRecord, step: int, total: int) -> str:
     return f"{headline(job)}\nstep {step}/{total}"
 

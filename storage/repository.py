@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import sqlite3
@@ -61,19 +62,29 @@ def _scope_clause(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
 class Repository:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        # One connection serves every coroutine: a write must never land inside (and be rolled
+        # back with) another coroutine's open transaction, so writes take turns.
+        self._write_lock = asyncio.Lock()
 
     async def close(self) -> None:
         await self.db.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            await self.db.rollback()
-            raise
-        await self.db.commit()
+        """Statements inside run together or not at all; use `self.db` directly inside."""
+        async with self._write_lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self.db.rollback()
+                raise
+            await self.db.commit()
+
+    async def _write(self, sql: str, params: Any = ()) -> aiosqlite.Cursor:
+        """One statement that changes the database, in its own (automatic) transaction."""
+        async with self._write_lock:
+            return await self.db.execute(sql, params)
 
     # ---- jobs -------------------------------------------------------------------------------
 
@@ -97,7 +108,7 @@ class Repository:
             values["max_active"] = max_active
             values["max_per_minute"] = max_per_minute
             try:
-                cursor = await self.db.execute(sql, values)
+                cursor = await self._write(sql, values)
             except sqlite3.IntegrityError as error:
                 if "jobs.id" not in str(error):
                     raise
@@ -139,13 +150,13 @@ class Repository:
             return [JobRecord.from_row(row) for row in await cursor.fetchall()]
 
     async def mark_running(self, job_id: str) -> None:
-        await self.db.execute(
+        await self._write(
             "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
             (time.time(), job_id),
         )
 
     async def finish_job(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
-        await self.db.execute(
+        await self._write(
             "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
             (str(status), error, time.time(), job_id),
         )
@@ -166,17 +177,18 @@ class Repository:
 
     async def set_delivered(self, job_id: str, message_id: int | None) -> None:
         """The final state reached Discord: remember its message, forget the interaction token."""
-        await self.db.execute(
+        await self._write(
             "UPDATE jobs SET message_id = coalesce(?, message_id), interaction_token = NULL,"
             " delivered_at = ? WHERE id = ?",
             (message_id, time.time(), job_id),
         )
 
     async def set_message(self, job_id: str, message_id: int) -> None:
-        await self.db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+        await self._write("UPDATE jobs SET message_id = ? WHERE id = ?",
+                          (message_id, job_id))
 
     async def mark_deleted(self, job_id: str) -> None:
-        await self.db.execute(
+        await self._write(
             "UPDATE jobs SET deleted_at = coalesce(deleted_at, ?) WHERE id = ?",
             (time.time(), job_id),
         )
@@ -299,7 +311,7 @@ class Repository:
     async def save_search(self, text: str) -> str:
         """Keep a `/history` search text; returns the short key that names it."""
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
-        await self.db.execute(
+        await self._write(
             "INSERT OR IGNORE INTO history_searches (key, text, created_at) VALUES (?, ?, ?)",
             (key, text, time.time()),
         )
@@ -331,14 +343,14 @@ class Repository:
         columns = ", ".join(_SETTINGS_FIELDS)
         placeholders = ", ".join("?" for _ in _SETTINGS_FIELDS)
         updates = ", ".join(f"{name} = excluded.{name}" for name in _SETTINGS_FIELDS[1:])
-        await self.db.execute(
+        await self._write(
             f"INSERT INTO user_settings ({columns}, updated_at) VALUES ({placeholders}, ?)"
             f" ON CONFLICT (user_id) DO UPDATE SET {updates}, updated_at = excluded.updated_at",
             (*astuple(settings), time.time()),
         )
 
     async def reset_settings(self, user_id: int) -> None:
-        await self.db.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
+        await self._write("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
 
     async def toggle_favourite(self, user_id: int, job_id: str, index: int) -> bool:
         """Flip a favourite; returns whether it is now a favourite."""

@@ -190,7 +190,7 @@ class LocalExecutor:
                                 preview=report.previews.get(job_id))
             self._call_soon(job.on_progress, progress)
 
-    def _start_worker(self) -> Worker | None:
+    def _start_worker(self) -> None:
         try:
             worker = self._worker_factory()
             if self._warm_up is not None:
@@ -203,12 +203,12 @@ class LocalExecutor:
             log.exception("the image engine could not start")
             self._startup_error = error
             self._call_soon(_settle, self._ready, None, EngineError(str(error)))
-            return None
+            return
+        self.worker = worker
         self._call_soon(_settle, self._ready)
-        return worker
 
     def _run(self) -> None:
-        self.worker = self._start_worker()
+        self._start_worker()
 
         while True:
             with self._condition:

@@ -1,0 +1,113 @@
+"""Faults, injected: a bot process killed mid-batch, a flaky Discord, a failing GPU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.double import DiscordDouble
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class BotProcess:
+    """`python -m bot` against the double, as an operator runs it."""
+
+    def __init__(self, double: DiscordDouble, data_dir: Path, cwd: Path, **env: str) -> None:
+        self.double = double
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_"))},
+            "PYTHONPATH": str(ROOT),
+            "DISCORD_TOKEN": double.token,
+            "DISCORD_API_BASE": double.api_base,
+            "DISCORD_GATEWAY_URL": double.gateway_url,
+            "SD_MODEL": "tiny",
+            "DATA_DIR": str(data_dir),
+            "LOG_LEVEL": "DEBUG",
+            "ATELIER_GUILD_READY_TIMEOUT": "0.05",
+            **env,
+        }
+        self.cwd = cwd
+        self.process: asyncio.subprocess.Process | None = None
+        self.logs: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        ready = self.double.gateway.ready_count
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=self.cwd, env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        self._reader = asyncio.create_task(self._read(self.process))
+        await self.double.wait_ready(60, count=ready + 1)
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            self.logs.append(line.decode(errors="replace"))
+
+    async def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.process is not None
+        process, self.process = self.process, None
+        if process.returncode is None:
+            process.send_signal(signum)
+        code = await asyncio.wait_for(process.wait(), timeout)
+        if self._reader is not None:
+            await self._reader
+        session = self.double.gateway.current
+        if session is not None:
+            await self.double.wait_for(
+                lambda: session.invalidated or session.connection is None, 10,
+                description="the double to notice the bot is gone")
+        return code
+
+    @property
+    def log(self) -> str:
+        return "".join(self.logs)
+
+
+@pytest_asyncio.fixture
+async def bot_process(discord_double: DiscordDouble, data_dir: Path,
+                      tmp_path: Path) -> AsyncIterator[BotProcess]:
+    process = BotProcess(discord_double, data_dir, tmp_path)
+    try:
+        yield process
+    finally:
+        if process.process is not None:
+            await process.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def flagging_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny pipeline with a tiny real safety checker that flags every picture."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import (
+        StableDiffusionSafetyChecker,
+    )
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+             "num_hidden_layers": 1}
+    config = CLIPConfig(text_config={**small, "vocab_size": 100},
+                        vision_config={**small, "image_size": 32, "patch_size": 8},
+                        projection_dim=32)
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0)  # every concept scores over its threshold
+    extractor = CLIPImageProcessor(size={"shortest_edge": 32},
+                                   crop_size={"height": 32, "width": 32})
+    tiny = StableDiffusionPipeline.from_pretrained(tiny_model_dir)
+    pipe = StableDiffusionPipeline(**{**tiny.components, "safety_checker": checker,
+                                      "feature_extractor": extractor},
+                                   requires_safety_checker=True)
+    folder = tmp_path_factory.mktemp("models") / "flagging"
+    pipe.save_pretrained(folder)
+    return folder
