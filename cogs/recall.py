@@ -1,0 +1,89 @@
+"""`/recall`: post an old result again, with working buttons, so anyone can continue from it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.access import nsfw_allowed, scope_of, visible_job
+from bot.client import answer_error
+from storage import JobRecord, JobStatus
+
+if TYPE_CHECKING:
+    from bot.client import AtelierBot
+
+Interaction = discord.Interaction["AtelierBot"]
+
+log = logging.getLogger(__name__)
+
+CHOICE_MAX = 100  # Discord's limit on an autocomplete choice's name
+QUERY_MAX = 200  # what autocomplete searches of the text typed so far
+
+
+def choice_label(job: JobRecord) -> str:
+    """`k3f9x2ab · a red fox in the snow`, cut to fit an autocomplete choice."""
+    label = f"{job.id} · {' '.join(job.prompt.split())}"
+    return label if len(label) <= CHOICE_MAX else label[:CHOICE_MAX - 1] + "…"
+
+
+class Recall(commands.Cog):
+    def __init__(self, bot: AtelierBot) -> None:
+        self.bot = bot
+        # `/history`'s `Open…` menu recalls through this handler.
+        bot.button_handlers["recall"] = self.on_open
+
+    @app_commands.command(name="recall")
+    @app_commands.describe(job="The job's id, or words of its prompt to search for")
+    async def recall(self, interaction: Interaction,
+                     job: app_commands.Range[str, 1, CHOICE_MAX]) -> None:
+        """Post an earlier result again, with its buttons."""
+        await self.post(interaction, job.strip().strip("`").lower())
+
+    @recall.autocomplete("job")
+    async def job_autocomplete(self, interaction: Interaction,
+                               current: str) -> list[app_commands.Choice[str]]:
+        jobs = await self.bot.repo.search_prompts(scope_of(interaction), current[:QUERY_MAX])
+        return [app_commands.Choice(name=choice_label(job), value=job.id) for job in jobs]
+
+    async def on_open(self, interaction: Interaction, job_id: str, index: int | None) -> None:
+        """A job picked in `/history`'s `Open…` menu."""
+        await self.post(interaction, job_id)
+
+    async def post(self, interaction: Interaction, job_id: str) -> None:
+        """Post a finished job's grid (or single picture) publicly, as its result looked."""
+        job = await visible_job(interaction, job_id)
+        if job is None:
+            return
+        if job.status is not JobStatus.DONE:
+            state = ("has not finished yet" if not job.status.finished
+                     else f"has no pictures ({job.status})")
+            await answer_error(interaction, f"Job `{job.id}` {state}.")
+            return
+        images = await self.bot.repo.images(job.id)
+        if not images:
+            await answer_error(interaction, f"Job `{job.id}` has no pictures.")
+            return
+        await interaction.response.defer(thinking=True)
+        # Veiling follows the channel it is posted in now, not the one it was made in.
+        shown = replace(job, nsfw_allowed=nsfw_allowed(interaction))
+        try:
+            result = await self.bot.jobs.result_render(shown, images)
+        except OSError:
+            log.exception("could not read the pictures of job %s", job.id)
+            await interaction.delete_original_response()
+            await answer_error(interaction, f"The pictures of job `{job.id}` are missing.")
+            return
+        await interaction.edit_original_response(
+            content=result.content,
+            attachments=[attachment.file() for attachment in result.attachments],
+            view=result.view,
+        )
+
+
+async def setup(bot: AtelierBot) -> None:
+    await bot.add_cog(Recall(bot))
