@@ -58,6 +58,16 @@ class Render:
         return sum(len(attachment.data) for attachment in self.attachments)
 
 
+async def fitted(attachment: Attachment, limit: int) -> Attachment:
+    """`attachment`, re-encoded (WebP) if it is larger than `limit` bytes."""
+    if len(attachment.data) <= limit:
+        return attachment
+    data, suffix = await asyncio.to_thread(shrink_to, attachment.data, limit)
+    log.info("%s re-encoded from %d to %d bytes to fit %d", attachment.filename,
+             len(attachment.data), len(data), limit)
+    return Attachment(f"{attachment.filename.rsplit('.', 1)[0]}.{suffix}", data)
+
+
 class Delivery:
     """The message that shows one job."""
 
@@ -138,17 +148,8 @@ class Delivery:
         if render.size <= limit or not render.attachments:
             return render
         share = limit // len(render.attachments)
-        fitted = []
-        for attachment in render.attachments:
-            if len(attachment.data) <= share:
-                fitted.append(attachment)
-                continue
-            data, suffix = await asyncio.to_thread(shrink_to, attachment.data, share)
-            stem = attachment.filename.rsplit(".", 1)[0]
-            fitted.append(Attachment(f"{stem}.{suffix}", data))
-            log.info("job %s: %s re-encoded from %d to %d bytes to fit %d", self.job.id,
-                     attachment.filename, len(attachment.data), len(data), share)
-        return replace(render, attachments=tuple(fitted))
+        return replace(render, attachments=tuple(
+            [await fitted(attachment, share) for attachment in render.attachments]))
 
     async def _show(self, render: Render) -> int | None:
         self._last_edit = time.monotonic()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ from discord.ext import commands
 from bot import limits, render
 from bot.access import may_manage, nsfw_allowed, visible_image, visible_job
 from bot.client import answer_error
+from bot.delivery import Attachment, fitted
 from bot.imaging import decode, encode_png, veil
 from bot.options import ImagineOptions, resolve
 from bot.prompt import PromptError
@@ -105,9 +105,10 @@ class Imagine(commands.Cog):
             data = await asyncio.to_thread(lambda: encode_png(veil(decode(data))))
             filename = "SPOILER_" + filename
             text += "\n-# veiled by the safety checker: this channel is not marked NSFW"
+        picture = await fitted(Attachment(filename, data), interaction.filesize_limit)
         await interaction.response.send_message(
             text,
-            file=discord.File(io.BytesIO(data), filename=filename),
+            file=picture.file(),
             view=single_image_view(job.id, number),
             allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
         )

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from tests.double import DiscordDouble
+from tests.e2e.conftest import atelier  # noqa: F401  (the in-process bot, for fault tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 
