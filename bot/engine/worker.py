@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.engine.conditioning import Conditioning, encode_negative, encode_prompt
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
+from bot.engine.optimise import optimise, warm_up
 from bot.engine.preview import latents_to_png
 from bot.engine.samplers import make_scheduler, sampler
 from bot.engine.tiny import build_tiny
@@ -111,6 +112,8 @@ class Worker:
 
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         self.specs = {spec.name: spec for spec in config.models}
+        # LoRA adapters patch the separate q/k/v projections: set False where they may be used.
+        self.fuse_qkv = True
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self.jobs_done = 0
 
@@ -145,10 +148,12 @@ class Worker:
             pipe.safety_checker = None
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
-        if self.device == "cuda":
-            pipe.unet.to(memory_format=torch.channels_last)
-        log.info("loaded model %s (%s) on %s in %.1f s", spec.name, spec.family.label,
-                 self.device, time.perf_counter() - started)
+        applied = optimise(pipe, self.device, fuse_qkv=self.fuse_qkv, compile=self.config.compile)
+        if self.config.compile and self.device == "cuda":
+            warm_up(pipe, spec.family.native_side, sorted({1, 4, self.config.max_batch}))
+        log.info("loaded model %s (%s) on %s in %.1f s%s", spec.name, spec.family.label,
+                 self.device, time.perf_counter() - started,
+                 f" ({', '.join(applied)})" if applied else "")
         return _Loaded(spec, pipe, safety)
 
     def _load_from_hub(self, repo_id: str) -> Any:
