@@ -17,6 +17,7 @@ from bot.engine.executor import LocalExecutor
 from bot.engine.types import GenerationRequest
 from bot.engine.worker import Worker, WorkerConfig
 from bot.jobs import JobService
+from bot.loopwatch import LoopWatch
 from bot.ui import STALE_BUTTON, ButtonHandler, JobButton
 from storage import ImageStore, Repository, open_database
 
@@ -78,9 +79,11 @@ class AtelierBot(commands.Bot):
         self.catalogue = Catalogue.from_settings(settings)
         self.button_handlers: dict[str, ButtonHandler] = {}
         self.started_at = time.time()
+        self.loop_watch = LoopWatch()
         point_at(settings.discord_api_base, settings.discord_gateway_url)
 
     async def setup_hook(self) -> None:
+        self.loop_watch.start()
         self.repo = Repository(await open_database(self.settings.database_path))
         self.store = ImageStore(self.settings.images_dir)
         self.executor = self._make_executor()
@@ -161,6 +164,7 @@ class AtelierBot(commands.Bot):
         await answer_error(interaction, "Something went wrong on our side; please try again.")
 
     async def close(self) -> None:
+        self.loop_watch.stop()
         if hasattr(self, "executor"):
             await self.executor.close()
         if hasattr(self, "jobs"):
