@@ -120,7 +120,6 @@ class Worker:
     # ---- models -----------------------------------------------------------------------------
 
     def _load(self, spec: ModelSpec) -> _Loaded:
-        import torch
         from diffusers import (
             AutoPipelineForText2Image,
             StableDiffusionPipeline,
@@ -140,6 +139,17 @@ class Worker:
             pipe = cls.from_single_file(str(source), dtype=self.dtype)
         else:
             pipe = self._load_from_hub(spec.source)
+        return self._prepare(spec, pipe, started)
+
+    def adopt(self, spec: ModelSpec, pipe: Any) -> None:
+        """Serve `spec` with a pipeline built elsewhere (benchmarks build full-size models from
+        their configs); it is prepared like a loaded one. Call from the worker's thread."""
+        self.specs[spec.name] = spec
+        self._make_room()
+        self._loaded[spec.name] = self._prepare(spec, pipe, time.perf_counter())
+
+    def _prepare(self, spec: ModelSpec, pipe: Any, started: float) -> _Loaded:
+        """Move a pipeline to the device, take out its safety checker, optimise it."""
         safety = None
         if getattr(pipe, "safety_checker", None) is not None:
             # Run the checker ourselves: the pipeline would black out flagged images, but whether
@@ -170,7 +180,8 @@ class Worker:
         return AutoPipelineForText2Image.from_pretrained(repo_id, dtype=self.dtype)
 
     def model(self, name: str) -> _Loaded:
-        """The loaded model `name`, loading it (and moving the least recently used off) if needed."""
+        """The loaded model `name`, loading it (and moving the least recently used off) first
+        if needed."""
         if name in self._loaded:
             self._loaded.move_to_end(name)
             loaded = self._loaded[name]
