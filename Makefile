@@ -42,7 +42,9 @@ lint: $(STAMP)
 	@$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	@$(PY) bench/gpu.py --smoke
+	@$(PY) bench/gpu.py $(if $(shell command -v nvidia-smi),,--smoke)
+	@$(PY) bench/loop.py
+	@$(PY) bench/history.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
