@@ -54,6 +54,8 @@ async def test_sigkill_mid_batch_loses_nothing(bot_process: BotProcess,
         assert message.id == (await handle.original()).id  # the same placeholder, now a result
         assert message.attachments and message.button_labels, bot_process.log[-3000:]
 
+    await discord_double.wait_for(lambda: all(
+        row["delivered_at"] for row in query(data_dir, "SELECT delivered_at FROM jobs")), 30)
     after = {row["id"]: row for row in query(data_dir, "SELECT * FROM jobs")}
     assert after.keys() == before.keys()  # no job lost, none duplicated
     for job_id, row in after.items():
@@ -105,5 +107,7 @@ async def test_after_the_token_expires_results_go_to_the_channel(
     assert channel_post.mentioned_user_ids == [discord_double.bob.id]
     assert channel_post.button_labels == [["U1", "U2", "🔄"], ["V1", "V2"]]
     assert image_size(channel_post.attachment_bytes()) == (256, 128)
+    await discord_double.wait_for(lambda: query(
+        data_dir, "SELECT delivered_at FROM jobs WHERE prompt = 'bob waits'")[0][0], 30)
     [job] = query(data_dir, "SELECT * FROM jobs WHERE prompt = 'bob waits'")
     assert job["status"] == "done" and job["message_id"] == channel_post.id
