@@ -61,7 +61,8 @@ def normalise(data: bytes, filename: str = "image") -> tuple[bytes, int, int]:
     except UploadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(f"`{filename}` decodes to too many pixels") from None
+        raise UploadError(f"`{filename}` decodes to too many pixels; images may be at most "
+                          f"{limits.UPLOAD_MAX_SIDE} px a side") from None
     except (OSError, ValueError, SyntaxError):
         raise UploadError(f"`{filename}` is not a readable PNG, JPEG or WebP image") from None
     buffer = io.BytesIO()
