@@ -78,8 +78,8 @@ async def atelier(discord_double: DiscordDouble, data_dir: Path) -> AsyncIterato
 async def finished(handle: InteractionHandle, timeout: float = 30) -> Message:
     """The job's message once it shows a result, a cancellation or a failure."""
     message = await handle.original(timeout)
-    await message.wait_until(lambda m: "job `" in m.content and "\n" not in m.content
-                             or "Cancelled" in m.content or "Failed" in m.content, timeout)
+    await message.wait_until(lambda m: " · job `" in m.content.split("\n")[0]
+                             or "\nCancelled" in m.content or "\nFailed" in m.content, timeout)
     return message
 
 
