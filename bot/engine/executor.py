@@ -1,16 +1,26 @@
-"""The executor: one worker thread that owns the pipelines, fed from the event loop.
+"""The executor: one fair, batching queue on the event loop, feeding workers in a thread or on Ray.
 
-`submit` returns a future resolved on the loop with `loop.call_soon_threadsafe`; progress reaches
-the loop the same way. Pipelines and their CUDA state never leave the worker thread."""
+`Executor` is the scheduler, the same whatever runs the pictures: fairness and batching
+(`FairQueue`), futures, progress fan-out, cancel, positions and stats all live here, on the event
+loop. What differs is the home of its workers (`WorkerSlot`): `LocalExecutor` runs one `Worker`
+on a thread of this process; `bot.engine.ray_executor.RayExecutor` runs one per Ray actor. Each
+slot serves one batch at a time; an idle slot takes the next batch from the queue.
+
+Every method is called on the event loop. Pipelines and their CUDA state never leave the thread
+their worker was built on."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import math
+import queue
+import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,21 +32,28 @@ from bot.engine.types import (
     JobCancelled,
     Progress,
 )
-from bot.engine.worker import StepReport, Worker
+from bot.engine.worker import Outcome, Reporter, StepReport, Worker
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
+
+# A job whose worker dies this many times is failed rather than retried: a request that crashes
+# the process (a driver bug, memory) must not take down every worker in turn.
+MAX_ATTEMPTS = 3
 
 
 class ExecutorClosed(Exception):
     """The executor stopped before the job ran; the job stays queued for the next start."""
 
 
+class WorkerLost(Exception):
+    """The worker's process or machine went away during a batch; the batch can run elsewhere."""
+
+
 def _settle(future: asyncio.Future[Any], result: Any = None,
             error: BaseException | None = None) -> None:
-    """Resolve `future` unless it already is (a cancelled job's future is settled early).
-    Runs on the event loop."""
+    """Resolve `future` unless it already is (a cancelled job's future is settled early)."""
     if future.done():
         return
     if error is not None:
@@ -51,6 +68,7 @@ class _Job:
     future: asyncio.Future[GenerationResult]
     on_progress: ProgressCallback | None
     position: int = 0
+    attempts: int = 0  # batches of this job whose worker was lost
 
 
 @dataclass(frozen=True)
@@ -61,39 +79,171 @@ class ExecutorStats:
     jobs_done: int
 
 
-class LocalExecutor:
-    """Runs requests on a `Worker` in one background thread, fair and batched."""
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker as `/info` shows it."""
 
-    def __init__(self, worker_factory: Callable[[], Worker], max_batch: int,
-                 warm_up: GenerationRequest | None = None) -> None:
-        self._worker_factory = worker_factory
-        self._max_batch = max_batch
-        self._warm_up = warm_up
-        self._queue = FairQueue()
-        self._jobs: dict[str, _Job] = {}
-        self._running: set[str] = set()
-        self._cancelled: set[str] = set()
-        self._condition = threading.Condition()
-        self._closing = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready: asyncio.Future[None] | None = None
-        self._recent: deque[tuple[int, float]] = deque(maxlen=20)  # (images, seconds)
-        self.jobs_done = 0
-        self.worker: Worker | None = None
-        self._startup_error: Exception | None = None
+    name: str
+    node: str  # host name of the machine it runs on
+    device: str  # "" until it has started
+    dtype: str
+    models: tuple[str, ...]  # models it holds, most recently used last
+    jobs_done: int
+    state: str  # starting, ready, busy, restarting, failed, gone or stopped
+    pid: int | None = None  # of the process it runs in, as last reported
 
-    # ---- loop side --------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self.state in ("ready", "busy")
 
-    def start(self) -> None:
-        """Start the thread, which loads the default model; jobs may be submitted at once."""
-        self._loop = asyncio.get_running_loop()
-        self._ready = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, name="atelier-gpu", daemon=True)
+
+@dataclass(frozen=True)
+class WorkerDetails:
+    """What a worker says about itself; plain data, so it can come back from another machine."""
+
+    node: str
+    device: str
+    dtype: str
+    models: tuple[str, ...]
+    pid: int
+
+
+def describe_worker(worker: Any) -> WorkerDetails:
+    """Where `worker` runs and what it holds; read on any thread (plain attribute reads)."""
+    import os
+
+    # `_loaded` is the worker's own LRU of models; read here rather than adding API to Worker.
+    # getattr throughout: tests stand in for the worker with lighter objects.
+    return WorkerDetails(node=socket.gethostname(), device=str(getattr(worker, "device", "")),
+                         dtype=str(getattr(worker, "dtype", "")).removeprefix("torch."),
+                         models=tuple(getattr(worker, "_loaded", {})), pid=os.getpid())
+
+
+class EngineThread:
+    """One daemon thread that runs the calls given to it in order, so pipelines stay on it.
+
+    Daemon, like the executor thread always was: a pipeline stuck in a driver call must not keep
+    the process from exiting."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[..., Any], tuple[Any, ...], concurrent.futures.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._calls.put((fn, args, future))
+        return future
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, args, future = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as error:  # handed to whoever waits for the call
+                future.set_exception(error)
+
+    def stop(self) -> None:
+        """Stop after the calls already given."""
+        self._calls.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+class WorkerSlot:
+    """A place where batches run: a thread here, or an actor on some machine of a Ray cluster."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = "starting"
+        self.jobs_done = 0
+        self.details: WorkerDetails | None = None
+
+    async def start(self) -> None:
+        """Build the worker and warm it up; raises if it cannot."""
+        raise NotImplementedError
+
+    async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
+                  cancelled: Callable[[str], bool]) -> dict[str, Outcome]:
+        """Run one batch. `report` is called on the event loop. Raises `WorkerLost` when the
+        worker went away; then the batch has produced nothing."""
+        raise NotImplementedError
+
+    def cancel(self, job_id: str) -> None:
+        """Tell the worker a job of its running batch was cancelled (it also polls `cancelled`)."""
+
+    async def recover(self) -> bool:
+        """Wait until a lost worker is back; False when it never will be."""
+        return False
+
+    async def stop(self) -> None:
+        """Release the worker for good."""
+
+    def info(self) -> WorkerInfo:
+        details = self.details
+        return WorkerInfo(
+            name=self.name,
+            node=details.node if details else "",
+            device=details.device if details else "",
+            dtype=details.dtype if details else "",
+            models=details.models if details else (),
+            jobs_done=self.jobs_done,
+            state=self.state,
+            pid=details.pid if details else None,
+        )
+
+
+class Executor:
+    """Fair, batched scheduling of requests onto the workers that `_open` provides."""
+
+    def __init__(self, max_batch: int) -> None:
+        self._max_batch = max_batch
+        self._queue = FairQueue()
+        self._jobs: dict[str, _Job] = {}
+        self._running: dict[str, WorkerSlot] = {}  # job id → the slot running it
+        self._cancelled: set[str] = set()  # running jobs cancelled; read by worker threads too
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._work = asyncio.Event()  # set when jobs were queued or the executor is closing
+        self._closed = asyncio.Event()
+        self._idle = 0  # slots waiting for work
+        self._slots: list[WorkerSlot] = []
+        self._main: asyncio.Task[None] | None = None
+        self._started = 0  # slots whose worker started
+        self._settled = 0  # slots whose worker started or failed to
+        self._start_errors: list[BaseException] = []
+        self._unable: EngineError | None = None  # set when no worker can run jobs any more
+        self._recent: deque[tuple[int, float]] = deque(maxlen=20)  # (images, seconds)
+        self.jobs_done = 0
+
+    # ---- for subclasses: where the workers live --------------------------------------------
+
+    async def _open(self) -> list[WorkerSlot]:
+        """The worker slots, not yet started."""
+        raise NotImplementedError
+
+    async def _shut(self) -> None:
+        """Release what `_open` acquired, once every slot has stopped serving."""
+        for slot in self._slots:
+            await slot.stop()
+
+    # ---- public API, on the event loop -----------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers in the background; jobs may be submitted at once."""
+        self._loop = asyncio.get_running_loop()
+        self._ready = self._loop.create_future()
+        self._main = self._loop.create_task(self._serve_all(), name="atelier-executor")
+
     async def ready(self) -> None:
-        """Wait until the worker has loaded and warmed up its default model (or failed to)."""
+        """Wait until every worker has started and warmed up (or failed to); raises
+        `EngineError` when none could."""
         assert self._ready is not None, "the executor is not started"
         await asyncio.shield(self._ready)
 
@@ -104,145 +254,324 @@ class LocalExecutor:
         if self._loop is None:
             raise RuntimeError("the executor is not started")
         future: asyncio.Future[GenerationResult] = self._loop.create_future()
-        with self._condition:
-            if self._closing:
-                future.set_exception(ExecutorClosed())
-                return future
-            if request.job_id in self._jobs:
-                raise ValueError(f"job {request.job_id} is already queued")
-            self._jobs[request.job_id] = _Job(request, future, on_progress)
-            self._queue.push(request, front=front)
-            self._post_positions()
-            self._condition.notify()
+        if self._closing:
+            future.set_exception(ExecutorClosed())
+            return future
+        if self._unable is not None:
+            future.set_exception(self._unable)
+            return future
+        if request.job_id in self._jobs:
+            raise ValueError(f"job {request.job_id} is already queued")
+        self._jobs[request.job_id] = _Job(request, future, on_progress)
+        self._queue.push(request, front=front)
+        self._post_positions()
+        self._work.set()
         return future
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job; False if it is not here (finished or unknown)."""
-        with self._condition:
-            job = self._jobs.get(job_id)
-            if job is None:
-                return False
-            if self._queue.remove(job_id) is not None:
-                del self._jobs[job_id]
-                self._post_positions()
-            else:
-                # Running: the worker drops its images, and stops the pipeline within a step
-                # when every job in the call is cancelled.
-                self._cancelled.add(job_id)
+        job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        if self._queue.remove(job_id) is not None:
+            del self._jobs[job_id]
+            self._post_positions()
+        else:
+            # Running: the worker drops its images, and stops the pipeline within a step
+            # when every job in the call is cancelled.
+            self._cancelled.add(job_id)
+            slot = self._running.get(job_id)
+            if slot is not None:
+                slot.cancel(job_id)
         _settle(job.future, error=JobCancelled())
         return True
 
     def position(self, job_id: str) -> int | None:
-        with self._condition:
-            return self._queue.positions().get(job_id)
+        return self._queue.positions().get(job_id)
 
     def stats(self) -> ExecutorStats:
-        with self._condition:
-            images = sum(n for n, _ in self._recent)
-            seconds = sum(s for _, s in self._recent)
-            return ExecutorStats(
-                queued=len(self._queue),
-                running=len(self._running),
-                seconds_per_image=seconds / images if images else None,
-                jobs_done=self.jobs_done,
-            )
+        images = sum(n for n, _ in self._recent)
+        seconds = sum(s for _, s in self._recent)
+        return ExecutorStats(
+            queued=len(self._queue),
+            running=len(self._running),
+            seconds_per_image=seconds / images if images else None,
+            jobs_done=self.jobs_done,
+        )
 
     def queued_jobs(self) -> list[tuple[GenerationRequest, int]]:
         """Waiting requests with their positions, in serving order."""
-        with self._condition:
-            return [(request, place) for place, request in enumerate(self._queue, start=1)]
+        return [(request, place) for place, request in enumerate(self._queue, start=1)]
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker and what it is doing (an empty list while they are being found)."""
+        return [slot.info() for slot in self._slots]
 
     async def close(self) -> None:
-        """Stop taking work, let the running batch finish, and fail the rest with ExecutorClosed."""
-        with self._condition:
-            self._closing = True
-            waiting = [self._jobs.pop(r.job_id) for r in list(self._queue)]
-            self._queue = FairQueue()
-            self._condition.notify_all()
+        """Stop taking work, let the running batches finish, and fail the rest with
+        ExecutorClosed (they stay queued in the database for the next start)."""
+        if self._loop is None:
+            return
+        self._closing = True
+        waiting = [self._jobs.pop(r.job_id) for r in list(self._queue)]
+        self._queue = FairQueue()
+        self._work.set()
+        self._closed.set()
         for job in waiting:
             _settle(job.future, error=ExecutorClosed())
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+        if self._main is not None:
+            await asyncio.shield(self._main)
 
-    # ---- thread side ------------------------------------------------------------------------
+    # ---- serving ----------------------------------------------------------------------------
+
+    async def _serve_all(self) -> None:
+        try:
+            try:
+                self._slots = await self._open()
+            except Exception as error:
+                log.exception("the image engine could not start")
+                self._give_up(EngineError(f"The image engine could not start: {error}"))
+                self._fail_ready(error)
+                return
+            if not self._slots:
+                empty = EngineError("The image engine has no workers")
+                self._give_up(empty)
+                self._fail_ready(empty)
+            await asyncio.gather(*(self._serve(slot) for slot in self._slots))
+        finally:
+            await self._shut()
+            for slot in self._slots:
+                if slot.state not in ("failed", "gone"):
+                    slot.state = "stopped"
+
+    async def _serve(self, slot: WorkerSlot) -> None:
+        try:
+            await slot.start()
+        except Exception as error:
+            log.exception("worker %s could not start", slot.name)
+            slot.state = "failed"
+            self._start_errors.append(error)
+        else:
+            slot.state = "ready"
+            self._started += 1
+        self._settled += 1
+        if self._settled == len(self._slots):
+            if self._started:
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(None)
+            else:
+                first = self._start_errors[0]
+                self._give_up(EngineError(f"The image engine could not start: {first}"))
+                self._fail_ready(first)
+        if slot.state == "failed":
+            return
+        while (batch := await self._next_batch()) is not None:
+            slot.state = "busy"
+            lost = await self._run_batch(slot, batch)
+            if lost and not await self._recover(slot):
+                return
+            slot.state = "ready"
+
+    def _fail_ready(self, error: BaseException) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(EngineError(str(error)))
+
+    def _give_up(self, error: EngineError) -> None:
+        """No worker can run jobs: fail the waiting ones, and every later one at once."""
+        self._unable = error
+        waiting = [self._jobs.pop(r.job_id) for r in list(self._queue)]
+        self._queue = FairQueue()
+        for job in waiting:
+            _settle(job.future, error=error)
+
+    async def _next_batch(self) -> list[GenerationRequest] | None:
+        """The next batch for an idle slot, or None when the executor is closing."""
+        while not self._closing:
+            if self._queue:
+                # Share the waiting images among the idle workers, rather than one worker
+                # batching everything while another has nothing to do.
+                images = sum(request.count for request in self._queue)
+                share = math.ceil(images / (1 + self._idle))
+                return self._queue.pop_batch(max(1, min(self._max_batch, share)))
+            self._work.clear()
+            self._idle += 1
+            try:
+                await self._work.wait()
+            finally:
+                self._idle -= 1
+        return None
+
+    async def _run_batch(self, slot: WorkerSlot, batch: list[GenerationRequest]) -> bool:
+        """Run `batch` on `slot` and settle its jobs; True when the worker was lost."""
+        for request in batch:
+            self._running[request.job_id] = slot
+            self._jobs[request.job_id].position = 0  # if it comes back to the queue, say so
+        self._post_positions()
+        for request in batch:
+            self._deliver(StepReport((request.job_id,), 0, request.denoising_steps))
+        started = time.perf_counter()
+        try:
+            outcomes = await slot.run(batch, self._deliver, self._cancelled.__contains__)
+        except WorkerLost as error:
+            log.warning("worker %s was lost during a batch of %d jobs (%s); they go back to the "
+                        "head of the queue", slot.name, len(batch), error)
+            self._requeue(batch)
+            return True
+        except EngineError as error:
+            outcomes = {r.job_id: error for r in batch}
+        except Exception as error:  # the worker failed as a whole; it lives on
+            log.exception("a batch of %d jobs failed on worker %s", len(batch), slot.name)
+            outcomes = {r.job_id: EngineError(f"The engine failed: {error}") for r in batch}
+        elapsed = time.perf_counter() - started
+        images = sum(r.count for r in batch if r.job_id not in self._cancelled)
+        if images:
+            self._recent.append((images, elapsed))
+        for request in batch:
+            job = self._jobs.pop(request.job_id)
+            del self._running[request.job_id]
+            self._cancelled.discard(request.job_id)
+            outcome = outcomes.get(request.job_id, JobCancelled())
+            if isinstance(outcome, BaseException):
+                _settle(job.future, error=outcome)
+            else:
+                self.jobs_done += 1
+                slot.jobs_done += 1
+                _settle(job.future, outcome)
+        return False
+
+    def _requeue(self, batch: list[GenerationRequest]) -> None:
+        """Put a lost batch back at the head of the queue, in its order, for another worker."""
+        for request in reversed(batch):
+            job = self._jobs[request.job_id]
+            del self._running[request.job_id]
+            job.attempts += 1
+            if request.job_id in self._cancelled or job.future.done():
+                self._cancelled.discard(request.job_id)
+                del self._jobs[request.job_id]
+            elif self._closing:
+                del self._jobs[request.job_id]
+                _settle(job.future, error=ExecutorClosed())
+            elif job.attempts >= MAX_ATTEMPTS:
+                del self._jobs[request.job_id]
+                _settle(job.future, error=EngineError(
+                    f"The worker running this job was lost {job.attempts} times; giving up"))
+            else:
+                self._queue.push(request, front=True)
+        self._post_positions()
+        self._work.set()
+
+    async def _recover(self, slot: WorkerSlot) -> bool:
+        """Wait for a lost worker to come back; False when it will not (or we are closing)."""
+        slot.state = "restarting"
+        recovering = asyncio.ensure_future(slot.recover())
+        closing = asyncio.ensure_future(self._closed.wait())
+        await asyncio.wait({recovering, closing}, return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+        if not recovering.done():
+            recovering.cancel()
+            return False
+        if recovering.exception() is None and recovering.result():
+            log.info("worker %s is back", slot.name)
+            slot.state = "ready"
+            return True
+        log.error("worker %s is gone for good", slot.name, exc_info=recovering.exception())
+        slot.state = "gone"
+        if not any(s.state in ("starting", "ready", "busy", "restarting") for s in self._slots):
+            self._give_up(EngineError("Every image worker is gone; ask an admin to restart"))
+        return False
+
+    # ---- progress ---------------------------------------------------------------------------
 
     def _call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        # Callbacks run on their own turn of the loop, never inside submit/cancel/a report.
         assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
+        self._loop.call_soon(callback, *args)
 
     def _post_positions(self) -> None:
-        """Tell each queued job whose place changed where it now stands. Called with the lock."""
+        """Tell each queued job whose place changed where it now stands."""
         for place, request in enumerate(self._queue, start=1):
             job = self._jobs[request.job_id]
             if job.position != place and job.on_progress is not None:
                 job.position = place
                 self._call_soon(job.on_progress, Progress(request.job_id, "queued", position=place))
 
-    def _report(self, report: StepReport) -> None:
+    def _deliver(self, report: StepReport) -> None:
+        """Fan a worker's step report out to the jobs in it that still want it."""
         for job_id in report.job_ids:
             job = self._jobs.get(job_id)
-            if job is None or job.on_progress is None or job_id in self._cancelled:
+            if job is None or job.on_progress is None or job_id in self._cancelled \
+                    or job_id not in self._running:
                 continue
             progress = Progress(job_id, "running", step=report.step, total=report.total,
                                 preview=report.previews.get(job_id))
             self._call_soon(job.on_progress, progress)
 
-    def _start_worker(self) -> None:
-        try:
-            worker = self._worker_factory()
-            if self._warm_up is not None:
-                started = time.perf_counter()
-                outcome = worker.run([self._warm_up])[self._warm_up.job_id]
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                log.info("engine warmed up in %.1f s", time.perf_counter() - started)
-        except Exception as error:
-            log.exception("the image engine could not start")
-            self._startup_error = error
-            self._call_soon(_settle, self._ready, None, EngineError(str(error)))
-            return
-        self.worker = worker
-        self._call_soon(_settle, self._ready)
 
-    def _run(self) -> None:
-        self._start_worker()
+class ThreadWorker(WorkerSlot):
+    """A `Worker` on a thread of this process: built, warmed up and run there, and only there."""
 
-        while True:
-            with self._condition:
-                while not self._queue and not self._closing:
-                    self._condition.wait()
-                if self._closing:
-                    return
-                batch = self._queue.pop_batch(self._max_batch)
-                self._running = {request.job_id for request in batch}
-                self._post_positions()
-            for request in batch:
-                self._report(StepReport((request.job_id,), 0, request.denoising_steps))
+    def __init__(self, factory: Callable[[], Worker], warm_up: GenerationRequest | None,
+                 name: str = "local") -> None:
+        super().__init__(name)
+        self.factory = factory
+        self.warm_up = warm_up
+        self.worker: Worker | None = None
+        self._thread: EngineThread | None = None
+
+    async def start(self) -> None:
+        self._thread = thread = EngineThread("atelier-gpu")
+        self.worker = await asyncio.wrap_future(thread.submit(self._build))
+        self.details = describe_worker(self.worker)
+
+    def _build(self) -> Worker:
+        worker = self.factory()
+        if self.warm_up is not None:
             started = time.perf_counter()
+            outcome = worker.run([self.warm_up])[self.warm_up.job_id]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            log.info("engine warmed up in %.1f s", time.perf_counter() - started)
+        return worker
+
+    async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
+                  cancelled: Callable[[str], bool]) -> dict[str, Outcome]:
+        assert self.worker is not None and self._thread is not None
+        loop = asyncio.get_running_loop()
+
+        def report_soon(step: StepReport) -> None:  # on the worker's thread
             try:
-                if self.worker is None:
-                    raise EngineError(f"The image engine could not start: {self._startup_error}")
-                outcomes = self.worker.run(batch, self._report, self._cancelled.__contains__)
-            except EngineError as error:
-                outcomes = {r.job_id: error for r in batch}
-            except Exception as error:  # the worker failed as a whole; its thread lives on
-                log.exception("a batch of %d jobs failed", len(batch))
-                outcomes = {r.job_id: EngineError(f"The engine failed: {error}") for r in batch}
-            elapsed = time.perf_counter() - started
-            with self._condition:
-                images = sum(r.count for r in batch if r.job_id not in self._cancelled)
-                if images:
-                    self._recent.append((images, elapsed))
-                for request in batch:
-                    job = self._jobs.pop(request.job_id)
-                    self._cancelled.discard(request.job_id)
-                    outcome = outcomes.get(request.job_id, JobCancelled())
-                    if isinstance(outcome, BaseException):
-                        self._call_soon(_settle, job.future, None, outcome)
-                    else:
-                        self.jobs_done += 1
-                        self._call_soon(_settle, job.future, outcome)
-                self._running = set()
+                loop.call_soon_threadsafe(report, step)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        try:
+            outcomes: dict[str, Outcome] = await asyncio.wrap_future(
+                self._thread.submit(self.worker.run, list(batch), report_soon, cancelled))
+        finally:
+            self.details = describe_worker(self.worker)
+        return outcomes
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            await asyncio.to_thread(self._thread.join)
+
+
+class LocalExecutor(Executor):
+    """Runs requests on one `Worker` in a background thread of this process, fair and batched."""
+
+    def __init__(self, worker_factory: Callable[[], Worker], max_batch: int,
+                 warm_up: GenerationRequest | None = None) -> None:
+        super().__init__(max_batch)
+        self._slot = ThreadWorker(worker_factory, warm_up)
+
+    @property
+    def _worker_factory(self) -> Callable[[], Worker]:
+        return self._slot.factory
+
+    @property
+    def worker(self) -> Worker | None:
+        return self._slot.worker
+
+    async def _open(self) -> list[WorkerSlot]:
+        return [self._slot]
