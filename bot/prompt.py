@@ -1,4 +1,4 @@
-"""Pure parsing of `/imagine` prompts: Midjourney-style `--parameters` and `::` multi-prompt weights."""
+"""Pure parsing of `/imagine` prompts: Midjourney `--parameters` and `::` weights, LoRA tags."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ class ParsedPrompt:
     model: str | None = None
     sampler: str | None = None
     strength: float | None = None
+    # `<lora:name:weight>` tags of the text, in order; the text keeps them (as AUTOMATIC1111 does),
+    # and `parts` are of the text without them.
+    loras: tuple[tuple[str, float], ...] = ()
 
     def to_text(self) -> str:
         """The canonical text of this prompt; parsing it gives back an equal `ParsedPrompt`."""
@@ -75,6 +78,10 @@ _FLAG_NAME = re.compile(r"([A-Za-z][A-Za-z0-9_-]*)\s*(.*)", re.DOTALL)
 _INT = re.compile(r"[+]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _WEIGHT_SEPARATOR = re.compile(r"::\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))?")
+
+# `<lora:name>` or `<lora:name:0.8>`; what is between the colons is checked by `_lora_name`.
+_LORA_TAG = re.compile(r"<lora:([^:<>]*)(?::([^<>]*))?>", re.IGNORECASE)
+_LORA_NAME = re.compile(r"\w[\w .+()'-]*")
 
 _ALIASES = {"aspect": "ar", "guidance": "cfg"}
 _FLAGS = ("ar", "aspect", "seed", "no", "steps", "cfg", "guidance", "n", "model", "sampler",
@@ -169,7 +176,7 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         _check_length("The `--no` text", negative)
     return ParsedPrompt(
         text=text,
-        parts=parse_weighted_parts(text),
+        parts=parse_weighted_parts(strip_lora_tags(text)),
         negative=negative,
         aspect=values.get("ar"),  # type: ignore[arg-type]
         seed=values.get("seed"),  # type: ignore[arg-type]
@@ -179,6 +186,7 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         model=values.get("model"),  # type: ignore[arg-type]
         sampler=values.get("sampler"),  # type: ignore[arg-type]
         strength=values.get("strength"),  # type: ignore[arg-type]
+        loras=parse_lora_tags(text),
     )
 
 
@@ -205,3 +213,75 @@ def _parse_value(name: str, written: str, value: str) -> object:
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
         raise PromptError(f"`--{written}` takes one name, got `{value}`")
     return value.lower()
+
+
+# ---- LoRA tags ----------------------------------------------------------------------------------
+
+def _lora_name(raw: str) -> str:
+    """A LoRA's name as written; names are looked up among LORA_DIR's files, never used as paths,
+    and anything that looks like a path is refused outright."""
+    name = raw.strip()
+    if not name:
+        raise PromptError("A LoRA tag needs a name, like `<lora:name:0.8>`")
+    if "/" in name or "\\" in name or ".." in name or name.startswith("."):
+        raise PromptError(f"LoRA names are file names in LORA_DIR, without folders or `..`; "
+                          f"got `{name[:40]}`")
+    if not _LORA_NAME.fullmatch(name):
+        raise PromptError(f"LoRA names may hold letters, digits, spaces and `_ - . + ( ) '`; "
+                          f"got `{name[:40]}`")
+    return name
+
+
+def _lora_weight(name: str, raw: str | None) -> float:
+    if raw is None or not raw.strip():
+        return 1.0
+    value = float(raw) if _NUMBER.fullmatch(raw.strip()) else math.nan
+    if not limits.LORA_WEIGHT_MIN <= value <= limits.LORA_WEIGHT_MAX:  # also false for nan
+        raise PromptError(f"The weight of LoRA `{name}` must be a number from "
+                          f"{limits.LORA_WEIGHT_MIN:g} to {limits.LORA_WEIGHT_MAX:g}, got `{raw}`")
+    return value + 0.0
+
+
+def _check_loras(loras: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
+    seen: set[str] = set()
+    for name, _ in loras:
+        if name.lower() in seen:
+            raise PromptError(f"The LoRA `{name}` is given more than once")
+        seen.add(name.lower())
+    if len(loras) > limits.LORAS_MAX:
+        raise PromptError(f"A prompt may use at most {limits.LORAS_MAX} LoRAs, got {len(loras)}")
+    return tuple(loras)
+
+
+def parse_lora_tags(text: str) -> tuple[tuple[str, float], ...]:
+    """`a fox <lora:detail:0.8>` → (("detail", 0.8),); the weight defaults to 1."""
+    return _check_loras([(name := _lora_name(match[1]), _lora_weight(name, match[2]))
+                         for match in _LORA_TAG.finditer(text)])
+
+
+def parse_lora_list(raw: str) -> tuple[tuple[str, float], ...]:
+    """The `lora` option: `detail:0.8, style` → (("detail", 0.8), ("style", 1.0))."""
+    loras = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        name, _, weight = item.partition(":")
+        name = _lora_name(name)
+        loras.append((name, _lora_weight(name, weight if weight.strip() else None)))
+    return _check_loras(loras)
+
+
+def strip_lora_tags(text: str) -> str:
+    """The text without its LoRA tags: what the text encoder reads."""
+    if not _LORA_TAG.search(text):
+        return text
+    return " ".join(_LORA_TAG.sub(" ", text).split())
+
+
+def lora_tag(name: str, weight: float) -> str:
+    return f"<lora:{name}:{_format_number(weight)}>"
+
+
+def with_lora_tags(text: str, loras: tuple[tuple[str, float], ...]) -> str:
+    """`text` with exactly `loras` as its tags, written at its end."""
+    return " ".join([strip_lora_tags(text), *(lora_tag(name, w) for name, w in loras)]).strip()
