@@ -15,7 +15,7 @@ TINY_NATIVE_SIDE = 128
 _VERSION = "1"  # bump when the architecture below changes, to rebuild cached copies
 
 
-def _tokenizer_files(folder: Path) -> None:
+def write_tokenizer_files(folder: Path) -> None:
     """A character-level CLIP vocabulary, so different words give different tokens."""
     from tokenizers import pre_tokenizers
 
@@ -50,7 +50,7 @@ def build_tiny(folder: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix="tiny-", dir=folder.parent if folder.parent.exists()
                                     else None))
     try:
-        _tokenizer_files(staging / "_tokenizer")
+        write_tokenizer_files(staging / "_tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(staging / "_tokenizer")
         with torch.random.fork_rng():
             torch.manual_seed(0)

@@ -20,7 +20,7 @@ class GenerationRequest:
     job_id: str
     user_key: str  # whose turn it is, for fair scheduling
     model: str  # a catalogue name
-    prompt: str  # may hold `::` weighted parts
+    prompt: str  # may hold `::` weighted parts, `(word:1.3)` emphasis and `<lora:…>` tags
     negative: str
     width: int
     height: int
@@ -30,6 +30,8 @@ class GenerationRequest:
     seeds: tuple[int, ...]
     init_image: bytes | None = field(default=None, repr=False)  # encoded picture (img2img)
     strength: float | None = None
+    # LoRAs from LORA_DIR and their weights, sorted by name (the prompt's `<lora:…>` tags).
+    loras: tuple[tuple[str, float], ...] = ()
 
     @property
     def count(self) -> int:
@@ -60,7 +62,7 @@ class GenerationRequest:
     def batch_key(self) -> tuple[object, ...]:
         """Requests with equal keys can share one pipeline call."""
         return (self.model, self.kind, self.width, self.height, self.steps, self.guidance,
-                self.sampler, self.strength)
+                self.sampler, self.strength, self.loras)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class GenerationResult:
     images: tuple[GeneratedImage, ...]
     seconds: float  # this job's share of pipeline time
     batch_images: int  # images in the pipeline call(s) that made it
+    prompt_chunks: int = 1  # 75-token chunks the prompt was encoded in (more than 1: a long one)
 
 
 @dataclass(frozen=True)

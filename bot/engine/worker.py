@@ -5,18 +5,22 @@ inputs and outputs are the plain dataclasses of `bot.engine.types`."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
+import itertools
 import logging
 import os
 import time
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.engine.conditioning import Conditioning, encode_negative, encode_prompt
+from bot.engine.conditioning import Conditioning, encode_pair
+from bot.engine.loras import find_lora, lora_files
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.optimise import optimise, warm_up
 from bot.engine.preview import latents_to_png
@@ -24,11 +28,14 @@ from bot.engine.samplers import make_scheduler, sampler
 from bot.engine.tiny import build_tiny
 from bot.engine.types import EngineError, GeneratedImage, GenerationRequest, GenerationResult
 from bot.imaging import a1111_parameters, encode_png
+from bot.prompt import strip_lora_tags
 
 log = logging.getLogger(__name__)
 
 PREVIEW_INTERVAL = 1.0  # seconds between previews decoded from latents
 TILED_DECODE_AREA = 2.0  # decode in tiles above this many times the model's native area
+OFFLOADED_KEPT = 2  # models moved off the GPU that stay in RAM, for a quick switch back
+ADAPTERS_KEPT = 8  # LoRA adapters kept loaded in each model
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class WorkerConfig:
     max_batch: int = 8
     cache_dir: str = "data/models"
     compile: bool = False
+    lora_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,19 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+@dataclass(frozen=True)
+class _Adapter:
+    name: str  # the adapter's name inside the pipeline
+    stamp: tuple[int, int]  # the file's mtime and size when it was loaded
+
+
 @dataclass
 class _Loaded:
     spec: ModelSpec
     pipe: Any
     safety: tuple[Any, Any] | None  # (checker, feature extractor) when the model ships one
+    # LoRAs loaded into this model by name, least recently used first.
+    adapters: OrderedDict[str, _Adapter] = field(default_factory=OrderedDict)
 
 
 class Worker:
@@ -112,8 +128,9 @@ class Worker:
 
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         self.specs = {spec.name: spec for spec in config.models}
-        # LoRA adapters patch the separate q/k/v projections: set False where they may be used.
-        self.fuse_qkv = True
+        # LoRA adapters patch the separate q/k/v projections: left unfused where LoRAs may be used.
+        self.fuse_qkv = config.lora_dir is None
+        self._adapter_ids = itertools.count(1)
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self.jobs_done = 0
 
@@ -136,7 +153,17 @@ class Worker:
             pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype)
         elif source.suffix.lower() in SINGLE_FILE_SUFFIXES:
             cls = StableDiffusionXLPipeline if spec.sdxl else StableDiffusionPipeline
-            pipe = cls.from_single_file(str(source), dtype=self.dtype)
+            try:
+                pipe = cls.from_single_file(str(source), dtype=self.dtype)
+            except OSError as error:
+                # diffusers reads the components' configurations from the base model's hub
+                # repository (or the Hugging Face cache): say so instead of a cache traceback.
+                log.error("cannot load %s: %s", source, error)
+                raise EngineError(
+                    f"Model `{spec.name}` could not be loaded: a single-file checkpoint needs the "
+                    f"configuration of its base model ({spec.family.label}) from the Hugging Face "
+                    "hub or cache, and it was not found"
+                ) from error
         else:
             pipe = self._load_from_hub(spec.source)
         return self._prepare(spec, pipe, started)
@@ -187,8 +214,8 @@ class Worker:
             loaded = self._loaded[name]
             if loaded.pipe.device.type != self.device:
                 started = time.perf_counter()
-                self._make_room()
-                loaded.pipe.to(self.device)
+                self._make_room(keep=name)
+                self._move(loaded, self.device)
                 log.info("moved model %s back to %s in %.1f s", name, self.device,
                          time.perf_counter() - started)
             return loaded
@@ -201,17 +228,108 @@ class Worker:
         self._loaded[name] = loaded
         return loaded
 
-    def _make_room(self) -> None:
-        if self.device == "cpu":
-            return
-        on_device = [n for n, m in self._loaded.items() if m.pipe.device.type == self.device]
+    def loaded_models(self) -> list[str]:
+        """Models in memory, least recently used first, with where they are: `name@cuda`."""
+        return [f"{name}@{loaded.pipe.device.type}" for name, loaded in self._loaded.items()]
+
+    def _make_room(self, keep: str | None = None) -> None:
+        """Before another model comes onto the device, move the least recently used ones off so
+        that at most `models_loaded` are there. They wait in RAM (switching back is a copy, not
+        a load from disk), at most `OFFLOADED_KEPT` of them; on the CPU, where the device is the
+        RAM, they are dropped."""
+        on_device = [n for n, m in self._loaded.items()
+                     if n != keep and m.pipe.device.type == self.device]
         while len(on_device) >= self.config.models_loaded:
             name = on_device.pop(0)
             started = time.perf_counter()
-            self._loaded[name].pipe.to("cpu")
+            if self.device == "cpu":
+                del self._loaded[name]
+                self._free_memory()
+                log.info("unloaded model %s in %.1f s", name, time.perf_counter() - started)
+                continue
+            self._move(self._loaded[name], "cpu")
             self._free_memory()
             log.info("moved model %s off %s in %.1f s", name, self.device,
                      time.perf_counter() - started)
+        offloaded = [n for n, m in self._loaded.items()
+                     if n != keep and m.pipe.device.type != self.device]
+        while len(offloaded) > OFFLOADED_KEPT:
+            name = offloaded.pop(0)
+            del self._loaded[name]
+            gc.collect()
+            log.info("unloaded model %s from memory", name)
+
+    @staticmethod
+    def _move(loaded: _Loaded, device: str) -> None:
+        loaded.pipe.to(device)
+        if loaded.safety is not None:
+            loaded.safety[0].to(device)
+
+    # ---- LoRA -------------------------------------------------------------------------------
+
+    def _use_loras(self, loaded: _Loaded, loras: tuple[tuple[str, float], ...]) -> None:
+        """Make exactly `loras` active at their weights. Adapters stay loaded in the model, so
+        the next job with the same LoRA does not read it from disk again."""
+        pipe = loaded.pipe
+        if not loras:
+            if loaded.adapters:
+                pipe.disable_lora()
+            return
+        wanted = {name for name, _ in loras}
+        names = [self._adapter(loaded, name, wanted) for name, _ in loras]
+        pipe.enable_lora()
+        pipe.set_adapters(names, [weight for _, weight in loras])
+
+    def _adapter(self, loaded: _Loaded, name: str, wanted: set[str]) -> str:
+        """The adapter of LoRA `name` in `loaded`, loaded from LORA_DIR unless it is already
+        (and the file has not changed since)."""
+        files = lora_files(self.config.lora_dir)
+        found = find_lora(files, name)
+        if found is None:
+            raise EngineError(f"LoRA `{name}` is not in LORA_DIR")
+        path = files[found]
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = loaded.adapters.get(found)
+        if cached is not None and cached.stamp == stamp:
+            loaded.adapters.move_to_end(found)
+            return cached.name
+        if cached is not None:
+            self._drop_adapter(loaded, found)
+        for oldest in [n for n in loaded.adapters if n not in wanted]:
+            if len(loaded.adapters) < ADAPTERS_KEPT:
+                break
+            self._drop_adapter(loaded, oldest)
+
+        from safetensors.torch import load_file
+
+        adapter = f"lora_{next(self._adapter_ids)}"  # file names may hold dots; adapters not
+        started = time.perf_counter()
+        try:
+            with _peft_quiet():
+                loaded.pipe.load_lora_weights(load_file(path), adapter_name=adapter)
+        except Exception as error:
+            log.warning("LoRA %s does not load into model %s: %s", found, loaded.spec.name, error)
+            try:
+                with _peft_quiet():
+                    loaded.pipe.delete_adapters([adapter])
+            except Exception:  # nothing of it was added
+                pass
+            raise EngineError(
+                f"LoRA `{found}` does not fit model `{loaded.spec.name}` "
+                f"({loaded.spec.family.label})"
+            ) from error
+        loaded.adapters[found] = _Adapter(adapter, stamp)
+        log.info("loaded LoRA %s into model %s in %.2f s", found, loaded.spec.name,
+                 time.perf_counter() - started)
+        return adapter
+
+    @staticmethod
+    def _drop_adapter(loaded: _Loaded, name: str) -> None:
+        adapter = loaded.adapters.pop(name)
+        with _peft_quiet():
+            loaded.pipe.delete_adapters([adapter.name])
+        log.info("unloaded LoRA %s from model %s", name, loaded.spec.name)
 
     def _free_memory(self) -> None:
         import torch
@@ -259,13 +377,20 @@ class Worker:
             raise ValueError("requests in one batch must share their batch key")
         sampler(first.sampler)  # unknown names fail before any work
         loaded = self.model(first.model)
+        self._use_loras(loaded, first.loras)  # before encoding: a LoRA may change the text encoder
+        conditioning = self._encode(loaded, requests)
         slots = [(request, index) for request in requests for index in range(request.count)]
         images: dict[tuple[str, int], Any] = {}
         seconds: dict[str, float] = {request.job_id: 0.0 for request in requests}
-        conditioning: dict[str, tuple[Conditioning, Conditioning]] = {}
 
-        pending = [slots[i:i + self.config.max_batch]
-                   for i in range(0, len(slots), self.config.max_batch)]
+        # Prompts of different lengths (in 75-token chunks) cannot share a call. Each length
+        # runs in calls of its own rather than being padded to another job's, which would make a
+        # job's pictures depend on the jobs it happened to be batched with.
+        lengths: dict[int, list[tuple[GenerationRequest, int]]] = {}
+        for slot in slots:
+            lengths.setdefault(conditioning[slot[0].job_id][0].length, []).append(slot)
+        pending = [group[i:i + self.config.max_batch] for group in lengths.values()
+                   for i in range(0, len(group), self.config.max_batch)]
         while pending:
             chunk = pending.pop(0)
             live = [slot for slot in chunk if not cancelled(slot[0].job_id)]
@@ -307,8 +432,21 @@ class Worker:
                 ),
                 seconds=seconds[request.job_id],
                 batch_images=len(slots),
+                prompt_chunks=conditioning[request.job_id][0].chunks,
             )
         return outcomes
+
+    def _encode(self, loaded: _Loaded, requests: Sequence[GenerationRequest]
+                ) -> dict[str, tuple[Conditioning, Conditioning]]:
+        """Each job's prompt and negative prompt embeddings (the LoRA tags are not text)."""
+        import torch
+
+        pipe = loaded.pipe
+        device = pipe._execution_device
+        with torch.inference_mode():
+            return {request.job_id: encode_pair(pipe, strip_lora_tags(request.prompt),
+                                                request.negative, device)
+                    for request in requests}
 
     def _call(
         self,
@@ -330,15 +468,6 @@ class Worker:
         else:
             pipe = AutoPipelineForText2Image.from_pipe(base, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
-        device = pipe._execution_device
-
-        with torch.inference_mode():
-            for request, _ in slots:
-                if request.job_id not in conditioning:
-                    conditioning[request.job_id] = (
-                        encode_prompt(pipe, request.prompt, device),
-                        encode_negative(pipe, request.negative, device),
-                    )
         positive = [conditioning[request.job_id][0] for request, _ in slots]
         negative = [conditioning[request.job_id][1] for request, _ in slots]
         kwargs: dict[str, Any] = {
@@ -426,6 +555,16 @@ class Worker:
         with torch.inference_mode():
             _, flags = checker(images=array, clip_input=clip_input.to(self.device, checker.dtype))
         return bool(flags[0])
+
+
+@contextlib.contextmanager
+def _peft_quiet() -> Iterator[None]:
+    """peft warns about what the worker means to do: several adapters in one model, dropping
+    the active one (the next call sets the adapters it needs anyway)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+        yield
 
 
 def _init_picture(request: GenerationRequest, width: int, height: int) -> Any:
