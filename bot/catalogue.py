@@ -1,20 +1,26 @@
-"""The models users may pick: `SD_MODEL` first, then `SD_MODELS`, each with its family defaults."""
+"""What users may pick: the models (`SD_MODEL` first, then `SD_MODELS`, each with its family
+defaults) and the LoRAs in `LORA_DIR`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from bot.config import ConfigError, Settings
+from bot.engine.loras import find_lora, lora_files
 from bot.engine.models import ModelSpec, describe, model_name
 from bot.prompt import PromptError
 
+ACCEPTED_MAX = 1500  # characters of names listed in an error (Discord messages hold 2000)
+
 
 class Catalogue:
-    def __init__(self, specs: list[ModelSpec]) -> None:
+    def __init__(self, specs: list[ModelSpec], lora_dir: Path | None = None) -> None:
         if not specs:
             raise ValueError("a catalogue needs at least one model")
         self._specs = {spec.name: spec for spec in specs}
         self.default = specs[0]
+        self.lora_dir = lora_dir
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalogue:
@@ -28,7 +34,10 @@ class Catalogue:
                 specs.append(describe(name, source))
             except (OSError, ValueError) as error:
                 raise ConfigError(f"{variable}: cannot use {source!r}: {error}") from None
-        return cls(specs)
+        if settings.lora_dir is not None and not settings.lora_dir.is_dir():
+            raise ConfigError(f"LORA_DIR must be a folder of LoRA .safetensors files, got "
+                              f"{str(settings.lora_dir)!r}")
+        return cls(specs, settings.lora_dir)
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
@@ -47,3 +56,31 @@ class Catalogue:
         if spec is None:
             raise PromptError(f"Unknown model `{name}`. Accepted: {', '.join(self._specs)}")
         return spec
+
+    # ---- LoRAs --------------------------------------------------------------------------------
+
+    def lora_names(self) -> list[str]:
+        """LORA_DIR's LoRAs, listed afresh each time: files added later are usable at once."""
+        return list(lora_files(self.lora_dir))
+
+    def lora(self, name: str) -> str:
+        """The LoRA file (its stem) `name` stands for; unknown names list those there are."""
+        if self.lora_dir is None:
+            raise PromptError("LoRAs are not set up on this bot (LORA_DIR is not set)")
+        files = lora_files(self.lora_dir)
+        found = find_lora(files, name)
+        if found is None:
+            raise PromptError(f"Unknown LoRA `{name}`. Accepted: {_listing(list(files))}")
+        return found
+
+
+def _listing(names: list[str]) -> str:
+    """`a, b, c`, cut to fit a message (`… and 12 more`)."""
+    if not names:
+        return "none (LORA_DIR holds no .safetensors files)"
+    used = 0
+    for index, name in enumerate(names):
+        used += len(name) + 2
+        if used > ACCEPTED_MAX:
+            return ", ".join(names[:index]) + f" … and {len(names) - index} more"
+    return ", ".join(names)

@@ -111,6 +111,7 @@ class AtelierBot(commands.Bot):
             max_batch=settings.max_batch,
             cache_dir=str(settings.data_dir / "models"),
             compile=settings.sd_compile,
+            lora_dir=str(settings.lora_dir) if settings.lora_dir is not None else None,
         )
         default = self.catalogue.default
         warm_up = GenerationRequest(

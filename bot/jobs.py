@@ -25,6 +25,7 @@ from bot.engine.types import (
 )
 from bot.imaging import a1111_parameters, compose_grid, decode, encode_png, veil
 from bot.options import JobParameters, random_seed
+from bot.prompt import PromptError, parse_lora_tags
 from bot.ui import cancel_view, result_view
 from storage import ImageRecord, JobRecord, JobStatus, new_job_id
 
@@ -233,6 +234,10 @@ class JobService:
             if path is None:
                 raise EngineError("The starting picture of this job is missing from the store")
             init_image = await asyncio.to_thread(path.read_bytes)
+        try:
+            loras = tuple(sorted(parse_lora_tags(job.prompt)))
+        except PromptError as error:  # a prompt saved before LoRA tags were understood
+            raise EngineError(str(error)) from None
         return GenerationRequest(
             job_id=job.id,
             user_key=str(job.user_id),
@@ -247,6 +252,7 @@ class JobService:
             seeds=tuple(job.seeds),
             init_image=init_image,
             strength=job.strength,
+            loras=loras,
         )
 
     async def _run(self, job: JobRecord) -> None:
@@ -301,11 +307,13 @@ class JobService:
             return
 
         records = await self._store(job, result)
-        await self._deliver_result(replace(job, status=JobStatus.DONE), records, delivery)
+        await self._deliver_result(replace(job, status=JobStatus.DONE), records, delivery,
+                                   result.prompt_chunks)
 
     async def _deliver_result(self, job: JobRecord, images: list[ImageRecord],
-                              delivery: Delivery) -> None:
-        message_id = await delivery.finish(await self.result_render(job, images))
+                              delivery: Delivery, prompt_chunks: int = 1) -> None:
+        render_ = await self.result_render(job, images, prompt_chunks)
+        message_id = await delivery.finish(render_)
         await self.bot.repo.set_delivered(job.id, message_id)
 
     async def _deliver_stored(self, job: JobRecord) -> None:
@@ -316,10 +324,12 @@ class JobService:
         except Exception:
             log.exception("could not deliver job %s", job.id)
 
-    async def result_render(self, job: JobRecord, images: list[ImageRecord]) -> Render:
+    async def result_render(self, job: JobRecord, images: list[ImageRecord],
+                            prompt_chunks: int = 1) -> Render:
         """The finished job as users see it: its grid (or single picture), text and buttons.
 
-        Pictures the safety checker flagged are veiled unless the channel is marked NSFW."""
+        Pictures the safety checker flagged are veiled unless the channel is marked NSFW; a
+        prompt longer than CLIP's 77 tokens gets a note that it was encoded in chunks."""
         def build() -> bytes:
             pictures = [self.bot.store.read(image.path) for image in images]
             hidden = [image.nsfw and not job.nsfw_allowed for image in images]
@@ -340,8 +350,8 @@ class JobService:
         filename = f"atelier_{job.id}.png"
         if hidden:
             filename = "SPOILER_" + filename
-        return Render(render.result_text(job, hidden), (Attachment(filename, grid),),
-                      result_view(job.id, len(images)))
+        return Render(render.result_text(job, hidden, prompt_chunks),
+                      (Attachment(filename, grid),), result_view(job.id, len(images)))
 
     async def _store(self, job: JobRecord, result: GenerationResult) -> list[ImageRecord]:
         """Write the files, then the rows: the images are safe before anything is uploaded."""

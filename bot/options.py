@@ -12,7 +12,15 @@ from bot.catalogue import Catalogue
 from bot.engine.models import ModelSpec
 from bot.engine.samplers import SAMPLERS
 from bot.imaging import ImageSizeError, check_pixels, size_for
-from bot.prompt import Aspect, ParsedPrompt, PromptError, parse_aspect, parse_prompt
+from bot.prompt import (
+    Aspect,
+    ParsedPrompt,
+    PromptError,
+    parse_aspect,
+    parse_lora_list,
+    parse_prompt,
+    with_lora_tags,
+)
 from storage import JobRecord, UserSettings
 
 T = TypeVar("T")
@@ -36,11 +44,12 @@ class ImagineOptions:
     strength: float | None = None
     has_image: bool = False
     image_size: tuple[int, int] | None = None  # of the uploaded picture
+    lora: str | None = None  # `name:0.8, other`: LoRAs besides the prompt's `<lora:…>` tags
 
 
 @dataclass(frozen=True)
 class JobParameters:
-    prompt: str
+    prompt: str  # with its `<lora:…>` tags, as stored and shown (AUTOMATIC1111 keeps them too)
     negative: str
     model: ModelSpec
     sampler: str
@@ -52,6 +61,7 @@ class JobParameters:
     seed: int
     count: int
     strength: float | None
+    loras: tuple[tuple[str, float], ...] = ()  # LoRA file names and weights, sorted by name
 
 
 def _first(*values: T | None, default: T) -> T:
@@ -89,6 +99,27 @@ def check_sampler(name: str) -> str:
     if name not in SAMPLERS:
         raise PromptError(f"Unknown sampler `{name}`. Accepted: {', '.join(SAMPLERS)}")
     return name
+
+
+def resolve_loras(options: ImagineOptions, parsed: ParsedPrompt,
+                  catalogue: Catalogue) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """The prompt text and its LoRAs, each one checked against LORA_DIR. The `lora` option wins
+    over a tag of the same LoRA in the prompt; its LoRAs are written into the text as tags, so
+    the job's prompt holds them all (rerolls and variations keep them)."""
+    chosen = {name.lower(): (name, weight) for name, weight in parsed.loras}
+    if options.lora is not None:
+        for name, weight in parse_lora_list(options.lora):
+            chosen[name.lower()] = (name, weight)
+    if len(chosen) > limits.LORAS_MAX:
+        raise PromptError(f"A prompt may use at most {limits.LORAS_MAX} LoRAs, got {len(chosen)}")
+    loras = tuple(sorted((catalogue.lora(name), weight) for name, weight in chosen.values()))
+    if options.lora is None:
+        return parsed.text, loras
+    text = with_lora_tags(parsed.text, loras)
+    if len(text) > limits.PROMPT_MAX:
+        raise PromptError(f"The prompt with its LoRA tags is {len(text)} characters long; at "
+                          f"most {limits.PROMPT_MAX} are allowed")
+    return text, loras
 
 
 def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogue,
@@ -143,8 +174,9 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
                                 limits.STRENGTH_MIN, limits.STRENGTH_MAX)
 
     negatives = [_first(options.negative, defaults.negative, default=""), parsed.negative or ""]
+    text, loras = resolve_loras(options, parsed, catalogue)
     return JobParameters(
-        prompt=parsed.text,
+        prompt=text,
         negative=", ".join(text.strip() for text in negatives if text.strip()),
         model=model,
         sampler=sampler,
@@ -156,6 +188,7 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
         seed=seed,
         count=count,
         strength=strength,
+        loras=loras,
     )
 
 

@@ -21,10 +21,13 @@ def headline(job: JobRecord, user_id: int | None = None) -> str:
     return f"**{prompt}** — <@{user_id if user_id is not None else job.user_id}>"
 
 
-def result_text(job: JobRecord, hidden: Sequence[int] = ()) -> str:
-    """`**<prompt>** — <@author> · seeds 42–45 · job `k3f9x2ab``, and a note when the safety
-    checker veiled some of the pictures."""
+def result_text(job: JobRecord, hidden: Sequence[int] = (), prompt_chunks: int = 1) -> str:
+    """`**<prompt>** — <@author> · seeds 42–45 · job `k3f9x2ab``, with notes below it when the
+    prompt was long or the safety checker veiled some of the pictures."""
     text = f"{headline(job)} · {seeds_text(job.seeds)} · job `{job.id}`"
+    if prompt_chunks > 1:
+        text += (f"\n-# long prompt: encoded in {prompt_chunks} chunks of 75 tokens, none of it "
+                 "cut off")
     if hidden:
         numbers = ", ".join(str(n) for n in hidden)
         text += (f"\n-# image{'s' if len(hidden) > 1 else ''} {numbers} veiled by the safety "

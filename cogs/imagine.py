@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 Interaction = discord.Interaction["AtelierBot"]
 
+LORA_OPTION_MAX = 100  # Discord's limit on an autocomplete choice
+
 
 class Imagine(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
@@ -43,6 +45,7 @@ class Imagine(commands.Cog):
         model="Which model to use",
         image="Start from this picture (PNG, JPEG or WebP)",
         strength="With an image: how far to move away from it (0.05–1.0)",
+        lora="LoRAs to apply, like detail:0.8, style (or <lora:detail:0.8> in the prompt)",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in limits.ASPECT_CHOICES]
@@ -60,11 +63,13 @@ class Imagine(commands.Cog):
         model: str | None = None,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, limits.STRENGTH_MIN, limits.STRENGTH_MAX] | None = None,
+        lora: app_commands.Range[str, 1, LORA_OPTION_MAX] | None = None,
     ) -> None:
         """Create images from a text prompt."""
         options = ImagineOptions(
             prompt=prompt, negative=negative, aspect=aspect, count=count, seed=seed, steps=steps,
             guidance=guidance, model=model, strength=strength, has_image=image is not None,
+            lora=lora,
         )
         try:
             defaults = await self.bot.repo.settings(interaction.user.id)
@@ -90,6 +95,23 @@ class Imagine(commands.Cog):
             for spec in self.bot.catalogue
             if current in spec.name
         ][:25]
+
+    @imagine.autocomplete("lora")
+    async def lora_autocomplete(self, interaction: Interaction,
+                                current: str) -> list[app_commands.Choice[str]]:
+        """LoRA names for the last entry of `detail:0.8, sty…`, keeping what comes before."""
+        *done, typing = current.split(",")
+        before = [part.strip() for part in done if part.strip()]
+        name, colon, weight = typing.strip().partition(":")
+        names = await asyncio.to_thread(self.bot.catalogue.lora_names)
+        choices = []
+        for found in names:
+            if name.lower() not in found.lower():
+                continue
+            value = ", ".join([*before, found + (colon + weight.strip() if colon else "")])
+            if len(value) <= LORA_OPTION_MAX:
+                choices.append(app_commands.Choice(name=value, value=value))
+        return choices[:25]
 
     async def on_single(self, interaction: Interaction, job_id: str, index: int | None) -> None:
         """`U<n>`: image n alone, full size, as a PNG carrying its parameters."""
