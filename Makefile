@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 			$(PIP) install --quiet "torch==$(TORCH_VERSION)"; \
 		fi; \
 	fi
-	@$(PIP) install --quiet -e ".[test]"
+	@$(PIP) install --quiet -e ".[test,ray]"
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -12,8 +12,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.catalogue import Catalogue
-from bot.config import Settings
-from bot.engine.executor import LocalExecutor
+from bot.config import ConfigError, Settings
+from bot.engine.executor import Executor, LocalExecutor
 from bot.engine.types import GenerationRequest
 from bot.engine.worker import Worker, WorkerConfig
 from bot.jobs import JobService
@@ -61,7 +61,7 @@ class AtelierTree(app_commands.CommandTree["AtelierBot"]):
 class AtelierBot(commands.Bot):
     repo: Repository
     store: ImageStore
-    executor: LocalExecutor
+    executor: Executor
     jobs: JobService
 
     def __init__(self, settings: Settings) -> None:
@@ -101,7 +101,7 @@ class AtelierBot(commands.Bot):
         if resumed:
             log.info("resumed %d unfinished jobs", resumed)
 
-    def _make_executor(self) -> LocalExecutor:
+    def _make_executor(self) -> Executor:
         settings = self.settings
         config = WorkerConfig(
             models=tuple(self.catalogue),
@@ -119,6 +119,15 @@ class AtelierBot(commands.Bot):
             width=default.family.native_side, height=default.family.native_side, steps=2,
             guidance=default.family.guidance, sampler=default.family.sampler, seeds=(0,),
         )
+        if settings.executor == "ray":
+            from bot.engine.ray_executor import RayExecutor
+
+            try:
+                import ray  # noqa: F401  (an optional dependency: `pip install .[ray]`)
+            except ImportError:
+                raise ConfigError("EXECUTOR=ray needs Ray: pip install '.[ray]'") from None
+            return RayExecutor(config, settings.max_batch, warm_up=warm_up,
+                               address=settings.ray_address, workers=settings.ray_workers)
         return LocalExecutor(lambda: Worker(config), settings.max_batch, warm_up=warm_up)
 
     async def _sync_commands(self) -> None:

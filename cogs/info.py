@@ -54,6 +54,7 @@ class Info(commands.Cog):
         embed = discord.Embed(title="Atelier")
         embed.add_field(name="Models", value=self.models_text(), inline=False)
         embed.add_field(name="Device", value=self.device_text())
+        embed.add_field(name="Workers", value=self.workers_text(), inline=False)
         embed.add_field(name="Queue", value=self.queue_text(stats.queued, stats.running))
         speed = stats.seconds_per_image
         embed.add_field(name="Speed",
@@ -77,13 +78,27 @@ class Info(commands.Cog):
         return render.fit_lines(lines, FIELD_MAX)
 
     def device_text(self) -> str:
-        worker = self.bot.executor.worker
-        if worker is not None:
-            device, dtype = worker.device, worker.dtype
-        else:  # not started yet: the choice the worker makes from the same settings
-            device = resolve_device(self.bot.settings.sd_device)
-            dtype = resolve_dtype(self.bot.settings.sd_dtype, device)
+        started = [w for w in self.bot.executor.workers() if w.device]
+        if started:  # workers on several machines may differ
+            return ", ".join(dict.fromkeys(f"{w.device} · {w.dtype}" for w in started))
+        # not started yet: the choice a local worker makes from the same settings
+        device = resolve_device(self.bot.settings.sd_device)
+        dtype = resolve_dtype(self.bot.settings.sd_dtype, device)
         return f"{device} · {str(dtype).removeprefix('torch.')}"
+
+    def workers_text(self) -> str:
+        """How many workers serve the queue, then each: where, on what, holding what, state."""
+        workers = self.bot.executor.workers()
+        if not workers:
+            return "starting…"
+        alive = sum(w.alive for w in workers)
+        lines = [f"{alive} of {len(workers)} up"]
+        for w in workers:
+            models = ", ".join(w.models) or "no model loaded"
+            jobs = f"{w.jobs_done} job{'s' if w.jobs_done != 1 else ''}"
+            place = f"{w.node} · {w.device}" if w.device else w.node or "?"
+            lines.append(f"`{w.name}` {place} · {models} · {jobs} — {w.state}")
+        return render.fit_lines(lines, FIELD_MAX)
 
     @staticmethod
     def queue_text(queued: int, running: int) -> str:
