@@ -64,7 +64,9 @@ def connect(address: str = "", num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, **common)
     else:
-        ray.init(num_cpus=num_cpus, object_store_memory=OBJECT_STORE_BYTES,
+        # "local": a new Ray of our own, even where `ray start` left one running on this machine
+        # (without an address, ray.init would join that one).
+        ray.init(address="local", num_cpus=num_cpus, object_store_memory=OBJECT_STORE_BYTES,
                  include_dashboard=False, **common)
     return True
 
@@ -164,8 +166,19 @@ def _free_memory() -> None:
 
 
 async def _result(ref: Any) -> Any:
-    """Await an object ref without blocking the loop (`future()` exists on client refs too)."""
-    return await asyncio.wrap_future(ref.future())
+    """Await an object ref without blocking the loop (`future()` exists on client refs too).
+
+    Cancelling the wait leaves the ref's future alone: Ray Client fails loudly when it settles a
+    future that was cancelled under it."""
+    waiting = asyncio.wrap_future(ref.future())
+    waiting.add_done_callback(_retrieve)
+    return await asyncio.shield(waiting)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an abandoned result as seen, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 # Actors of executors closed in this process, kept for the next executor with the same resource
@@ -221,34 +234,39 @@ class RayWorker(WorkerSlot):
         from ray.exceptions import RayError, RayTaskError
 
         ref = self.actor.run.remote(list(batch))
-        polling = asyncio.create_task(self._poll(report))
+        done = asyncio.Event()
+        polling = asyncio.create_task(self._poll(report, done))
         try:
             outcomes, self.details = await _result(ref)
-        except RayTaskError as error:  # `run` itself raised: a bug, not a lost worker
-            raise RuntimeError(str(error)) from error
-        except RayError as error:
-            raise WorkerLost(f"{type(error).__name__}: {str(error).splitlines()[0]}") from error
-        finally:
+        except BaseException as error:
+            # No last poll: calls to a restarting actor wait until it is back.
             polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
-        # the steps run since the last poll, so that progress ends where the pipeline did
-        with contextlib.suppress(RayError):
-            for step in await _result(self.actor.poll.remote()):
-                report(step)
+            if isinstance(error, RayTaskError):  # `run` itself raised: a bug, not a lost worker
+                raise RuntimeError(str(error)) from error
+            if isinstance(error, RayError):
+                raise WorkerLost(f"{type(error).__name__}: {str(error).splitlines()[0]}") \
+                    from error
+            raise
+        done.set()
+        # a last poll: the steps run since the one before, so progress ends where it did
+        await polling
         return outcomes
 
-    async def _poll(self, report: Reporter) -> None:
+    async def _poll(self, report: Reporter, done: asyncio.Event) -> None:
+        """Fetch the batch's newest progress every `POLL_INTERVAL` until `done`, then once more."""
         from ray.exceptions import RayError
 
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), POLL_INTERVAL)
             try:
                 steps = await _result(self.actor.poll.remote())
             except RayError:
                 return  # the worker is gone; `run` says so
             for step in steps:
                 report(step)
+            if done.is_set():
+                return
 
     def cancel(self, job_id: str) -> None:
         task = asyncio.create_task(self._cancel(job_id))
