@@ -341,9 +341,10 @@ class RayExecutor(Executor):
             # CPU workers are assumed to share the bot's machine: leave it a core, split the rest.
             threads = self._cpu_threads or max(1, ((os.cpu_count() or 2) - 1) // count)
             options.update(num_cpus=1, num_gpus=0)
-        log.info("Ray %s: %d %s workers (cluster: %s)",
-                 "started here" if self._owns_ray and not self._address else "joined",
-                 count, "GPU" if gpus else f"CPU ({threads} threads each)", resources)
+        log.info("Ray %s: %d %s (cluster: %s)",
+                 "started here" if self._owns_ray and not self._address else "joined", count,
+                 "GPU workers" if gpus else f"CPU workers of {threads} torch thread(s) each",
+                 resources)
         kind = repr(sorted(options.items()))
         # Idle actors of an earlier executor are reused when they fit; others free their GPUs.
         fitting = [entry for entry in _idle if entry[0] == kind][:count]

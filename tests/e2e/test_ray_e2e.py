@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from tests.double import DiscordDouble
-from tests.e2e.conftest import Atelier, finished, pixels, settings_for
+from tests.e2e.conftest import Atelier, finished, image_size, pixels, settings_for
 from tests.e2e.test_imagine import (  # noqa: F401  (collected again here, on Ray)
     test_buttons_work_after_a_restart,
     test_cancel_stops_a_running_job,
@@ -34,6 +37,7 @@ from tests.e2e.test_info import (  # noqa: F401
     test_info_shows_the_models_and_the_engine,
     test_info_shows_your_place_in_the_queue,
 )
+from tests.e2e.test_process import clean_env
 
 ray = pytest.importorskip("ray")
 
@@ -104,3 +108,36 @@ async def test_info_lists_the_workers_and_says_when_one_is_lost(atelier: Atelier
     assert (pixels(lost.attachment_bytes()) == pixels(again.attachment_bytes())).all()
     await atelier.double.wait_for(lambda: all(w.alive for w in executor.workers()), 120)
     assert (await info(atelier))["Workers"].splitlines()[0] == "2 of 2 up"
+
+
+async def test_python_m_bot_on_its_own_ray_stops_it_cleanly(
+        discord_double: DiscordDouble, data_dir: Path, tmp_path: Path) -> None:
+    env = clean_env(
+        DISCORD_TOKEN=discord_double.token,
+        DISCORD_API_BASE=discord_double.api_base,
+        DISCORD_GATEWAY_URL=discord_double.gateway_url,
+        SD_MODEL="tiny",
+        DATA_DIR=str(data_dir),
+        EXECUTOR="ray",
+        RAY_WORKERS="2",
+    )
+    env.pop("RAY_ADDRESS", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        await discord_double.wait_for_commands(60)
+        await discord_double.wait_ready(60)
+        message = await finished(await discord_double.slash(
+            "imagine", {"prompt": "a red fox --ar 3:2 --seed 42"}, user=discord_double.alice), 120)
+        assert image_size(message.attachment_bytes()) == (320, 208)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 120)
+    log = output.decode()
+    assert process.returncode == 0, log
+    assert re.search(r"Ray started here: 2 (CPU|GPU) workers", log), log
+    # the Ray it started went with it: no process of that Ray session is left
+    session = re.compile(rf"session_\S+_{process.pid}\b")
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not [line for line in ps.splitlines() if session.search(line)], ps
