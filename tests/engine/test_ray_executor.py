@@ -118,7 +118,6 @@ async def test_two_workers_serve_several_users_in_parallel(start_ray: StartRay) 
     overlaps = [(a, b) for a in began for b in began
                 if a != b and began[a] <= began[b] < ended[a]]
     assert overlaps, (began, ended)
-    assert [w.jobs_done for w in executor.workers()] != [6, 0]
     assert all(w.jobs_done for w in executor.workers())
     assert sum(w.jobs_done for w in executor.workers()) == executor.stats().jobs_done == 6
     assert previews  # previews decoded on the worker reached the bot
@@ -209,7 +208,7 @@ async def test_local_and_ray_give_the_same_pixels(start_ray: StartRay,
 async def test_cancel_reaches_a_batch_on_a_worker(start_ray: StartRay) -> None:
     executor = await start_ray(workers=1)
     steps: list[tuple[float, int]] = []
-    long_job = executor.submit(make_request("long", steps=150),
+    long_job = executor.submit(make_request("long", seeds=(1, 2, 3, 4), steps=150),
                                lambda p: steps.append((time.monotonic(), p.step)))
     deadline = time.monotonic() + TIMEOUT
     while len(steps) < 2 or steps[-1][1] < 10:
