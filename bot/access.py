@@ -1,4 +1,4 @@
-"""Who may see and act on which jobs: a server's jobs belong to that server, DM jobs to their user."""
+"""Who may see and act on which jobs: a server's jobs are that server's, DM jobs their user's."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def may_manage(interaction: discord.Interaction[Any], job: JobRecord) -> bool:
     return interaction.guild_id is not None and interaction.permissions.manage_messages
 
 
-async def visible_job(interaction: discord.Interaction[AtelierBot], job_id: str) -> JobRecord | None:
+async def visible_job(interaction: discord.Interaction[AtelierBot],
+                      job_id: str) -> JobRecord | None:
     """The job `job_id` if this interaction may see it; otherwise answers the user and gives
     None. Foreign and unknown ids get the same answer."""
     from bot.client import answer_error

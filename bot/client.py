@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import discord
 import yarl
@@ -57,6 +58,13 @@ class AtelierTree(app_commands.CommandTree["AtelierBot"]):
         await answer_error(interaction, refusal)
         return False
 
+    async def on_error(self, interaction: discord.Interaction[AtelierBot],
+                       error: app_commands.AppCommandError) -> None:
+        """Log the traceback; tell the user privately that it was our fault."""
+        log.error("command %s failed", interaction.command and interaction.command.name,
+                  exc_info=error)
+        await answer_error(interaction, "Something went wrong on our side; please try again.")
+
 
 class AtelierBot(commands.Bot):
     repo: Repository
@@ -90,7 +98,6 @@ class AtelierBot(commands.Bot):
         self.executor.start()
         self.jobs = JobService(self)
         self.add_dynamic_items(JobButton)
-        self.tree.on_error = self.on_app_command_error
         for extension in EXTENSIONS:
             try:
                 await self.load_extension(extension)
@@ -145,7 +152,8 @@ class AtelierBot(commands.Bot):
         before Discord's 3 s run out, instead of leaving it to say "This interaction failed"."""
         if interaction.type is not discord.InteractionType.component:
             return
-        if not str((interaction.data or {}).get("custom_id", "")).startswith("atelier:"):
+        data: dict[str, Any] = dict(interaction.data or {})
+        if not str(data.get("custom_id", "")).startswith("atelier:"):
             return
         await asyncio.sleep(UNANSWERED_AFTER)
         if not interaction.response.is_done():
@@ -166,12 +174,6 @@ class AtelierBot(commands.Bot):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("ready as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))
-
-    async def on_app_command_error(self, interaction: discord.Interaction[AtelierBot],
-                                   error: app_commands.AppCommandError) -> None:
-        log.error("command %s failed", interaction.command and interaction.command.name,
-                  exc_info=error)
-        await answer_error(interaction, "Something went wrong on our side; please try again.")
 
     async def close(self) -> None:
         self.loop_watch.stop()

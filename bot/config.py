@@ -67,7 +67,8 @@ def _text(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
-def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str], T], hint: str) -> T:
+def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str], T],
+           hint: str) -> T:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -135,7 +136,8 @@ def _model_list(raw: str) -> tuple[tuple[str, str], ...]:
     for item in raw.split(","):
         name, sep, source = item.strip().partition("=")
         name, source = name.strip(), source.strip()
-        if not sep or not name or not source or not name.replace("-", "").replace("_", "").isalnum():
+        plain_name = name.replace("-", "").replace("_", "").isalnum()
+        if not sep or not name or not source or not plain_name:
             raise ValueError(item)
         models.append((name.lower(), source))
     if len({name for name, _ in models}) != len(models):
@@ -156,21 +158,25 @@ def load_settings(
     if not token and require_token:
         raise ConfigError("DISCORD_TOKEN is not set: put your bot token in .env or the environment")
 
-    sd_models = _parse(env, "SD_MODELS", (), _model_list, "a comma-separated list of name=source")
+    no_models: tuple[tuple[str, str], ...] = ()
+    sd_models = _parse(env, "SD_MODELS", no_models, _model_list,
+                       "a comma-separated list of name=source")
 
     return Settings(
         discord_token=token,
         dev_guild_id=_parse(env, "DEV_GUILD_ID", None, _positive_int, "a server id (a number)"),
         sd_model=_text(env, "SD_MODEL", DEFAULT_MODEL),
         sd_models=sd_models,
-        sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES), "one of " + ", ".join(DEVICES)),
+        sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES),
+                         "one of " + ", ".join(DEVICES)),
         sd_dtype=_parse(env, "SD_DTYPE", "auto", _choice(DTYPES), "one of " + ", ".join(DTYPES)),
         data_dir=Path(_text(env, "DATA_DIR", "data")).expanduser(),
         discord_api_base=_parse(env, "DISCORD_API_BASE", None, _url("http", "https"),
                                 "an http(s) URL"),
         discord_gateway_url=_parse(env, "DISCORD_GATEWAY_URL", None, _url("ws", "wss"),
                                    "a ws(s) URL"),
-        max_queue_per_user=_parse(env, "MAX_QUEUE_PER_USER", 3, _positive_int, "a whole number ≥ 1"),
+        max_queue_per_user=_parse(env, "MAX_QUEUE_PER_USER", 3, _positive_int,
+                                  "a whole number ≥ 1"),
         max_batch=_parse(env, "MAX_BATCH", 8, _positive_int, "a whole number ≥ 1"),
         sd_models_loaded=_parse(env, "SD_MODELS_LOADED", 1, _positive_int, "a whole number ≥ 1"),
         sd_compile=_parse(env, "SD_COMPILE", False, _flag, "0 or 1"),

@@ -1,4 +1,4 @@
-"""Jobs from start to finish: saved, queued on the executor, shown while they run, stored, delivered."""
+"""Jobs from start to finish: saved, queued, shown while they run, stored and delivered."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -189,9 +190,17 @@ class JobService:
 
     def start(self, job: JobRecord) -> None:
         """Run `job` in the background and deliver its result."""
-        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+        self._track(job.id, self._run(job))
+
+    def _track(self, job_id: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` for a job as a task that `wait_idle` and `cancel` can find."""
+        task = asyncio.create_task(work, name=f"job-{job_id}")
+        self._tasks[job_id] = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(job_id, None)
+
+        task.add_done_callback(forget)
 
     async def cancel(self, job: JobRecord) -> bool:
         """Cancel a queued or running job; False when it has already finished."""
@@ -214,9 +223,7 @@ class JobService:
         for job in jobs:
             if job.status is JobStatus.DONE:
                 log.info("delivering job %s, finished before the restart", job.id)
-                task = asyncio.create_task(self._deliver_stored(job), name=f"job-{job.id}")
-                self._tasks[job.id] = task
-                task.add_done_callback(lambda _, job_id=job.id: self._tasks.pop(job_id, None))
+                self._track(job.id, self._deliver_stored(job))
             else:
                 log.info("resuming job %s (%s)", job.id, job.status)
                 self.start(job)

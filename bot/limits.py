@@ -1,4 +1,4 @@
-"""Limits on what users may ask for (SPEC §6), shared by the parser, the slash options and the engine."""
+"""Limits on what users may ask for (SPEC §6), shared by the parser, the options and the engine."""
 
 from __future__ import annotations
 

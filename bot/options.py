@@ -1,4 +1,4 @@
-"""Turning what a user asked for (options, inline parameters, saved defaults) into job parameters."""
+"""From what a user asked for (options, inline parameters, saved defaults) to job parameters."""
 
 from __future__ import annotations
 

@@ -112,7 +112,8 @@ def parse_aspect(raw: str, flag: str = "ar") -> Aspect:
         raise PromptError(f"`--{flag}` must look like `16:9` (two whole numbers), got `{raw}`")
     width, height = int(match[1]), int(match[2])
     if not (0 < width <= limits.ASPECT_SIDE_MAX and 0 < height <= limits.ASPECT_SIDE_MAX):
-        raise PromptError(f"`--{flag}` sides must be from 1 to {limits.ASPECT_SIDE_MAX}, got `{raw}`")
+        raise PromptError(
+            f"`--{flag}` sides must be from 1 to {limits.ASPECT_SIDE_MAX}, got `{raw}`")
     if max(width / height, height / width) > limits.ASPECT_MAX_RATIO:
         raise PromptError(f"`--{flag}` may be at most 4:1 or 1:4, got `{raw}`")
     return Aspect(width, height)

@@ -81,8 +81,9 @@ class JobButton(
         index = int(match["index"]) if match["index"] else None
         return cls(match["action"], match["job"], index)
 
-    async def callback(self, interaction: discord.Interaction[AtelierBot]) -> None:
-        handler = interaction.client.button_handlers.get(self.action)
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        bot: AtelierBot = interaction.client
+        handler = bot.button_handlers.get(self.action)
         if ACTIONS[self.action].numbered and self.index is None:
             await interaction.response.send_message(STALE_BUTTON, ephemeral=True)
             return

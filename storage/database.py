@@ -42,7 +42,8 @@ async def migrate(db: aiosqlite.Connection) -> int:
         try:
             # executescript commits anything pending first, so the BEGIN here opens a fresh
             # transaction that holds the whole file and the version bump.
-            await db.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
+            await db.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
         except sqlite3.Error:
             if db.in_transaction:
                 await db.rollback()

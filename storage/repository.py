@@ -221,7 +221,8 @@ class Repository:
     # ---- images -----------------------------------------------------------------------------
 
     async def images(self, job_id: str) -> list[ImageRecord]:
-        async with self.db.execute(f"{_IMAGE_SELECT} WHERE job_id = ? ORDER BY idx", (job_id,)) as cur:
+        sql = f"{_IMAGE_SELECT} WHERE job_id = ? ORDER BY idx"
+        async with self.db.execute(sql, (job_id,)) as cur:
             return [ImageRecord(**dict(row)) for row in await cur.fetchall()]
 
     # ---- history and search -----------------------------------------------------------------

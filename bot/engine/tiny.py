@@ -111,7 +111,7 @@ def build_tiny(folder: Path) -> Path:
             requires_safety_checker=False,
         )
         build = staging / "pipeline"
-        pipe.save_pretrained(build)
+        pipe.save_pretrained(build)  # type: ignore[attr-defined]  # (untyped mixin method)
         (build / "atelier-tiny.json").write_text(json.dumps({"version": _VERSION}))
         if folder.exists():
             shutil.rmtree(folder)

@@ -479,9 +479,11 @@ class Worker:
                           for request, index in slots],
             "output_type": "pil",
         }
-        if positive[0].pooled is not None:
-            kwargs["pooled_prompt_embeds"] = torch.cat([c.pooled for c in positive])
-            kwargs["negative_pooled_prompt_embeds"] = torch.cat([c.pooled for c in negative])
+        if positive[0].pooled is not None:  # SDXL: every request of the call has them
+            kwargs["pooled_prompt_embeds"] = torch.cat([c.pooled for c in positive
+                                                        if c.pooled is not None])
+            kwargs["negative_pooled_prompt_embeds"] = torch.cat([c.pooled for c in negative
+                                                                 if c.pooled is not None])
         if first.init_image is not None:
             kwargs["image"] = [_init_picture(request, first.width, first.height)
                                for request, _ in slots]

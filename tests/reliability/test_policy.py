@@ -64,7 +64,8 @@ async def test_flagged_pictures_are_veiled_outside_nsfw_channels(
                                               user=double.alice, channel=double.nsfw_channel))
     assert not clear.attachments[0].filename.startswith("SPOILER_")
     assert "\n" not in clear.content
-    veiled_pixels, clear_pixels = pixels(veiled.attachment_bytes()), pixels(clear.attachment_bytes())
+    veiled_pixels = pixels(veiled.attachment_bytes())
+    clear_pixels = pixels(clear.attachment_bytes())
     assert veiled_pixels.shape == clear_pixels.shape
     assert veiled_pixels.std() < clear_pixels.std()  # blurred beyond recognition
     [flags] = rows(atelier, "SELECT group_concat(nsfw) FROM images WHERE job_id = ?",
