@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import discord
@@ -63,7 +64,7 @@ class AtelierTree(app_commands.CommandTree["AtelierBot"]):
         """Log the traceback; tell the user privately that it was our fault."""
         log.error("command %s failed", interaction.command and interaction.command.name,
                   exc_info=error)
-        await answer_error(interaction, "Something went wrong on our side; please try again.")
+        await answer_error(interaction, OUR_FAULT)
 
 
 class AtelierBot(commands.Bot):
@@ -186,6 +187,9 @@ class AtelierBot(commands.Bot):
             await self.repo.close()
 
 
+OUR_FAULT = "Something went wrong on our side; please try again."
+
+
 async def answer_error(interaction: discord.Interaction[AtelierBot], text: str) -> None:
     """Tell the user what went wrong, privately, whether or not the interaction was answered."""
     try:
@@ -195,3 +199,14 @@ async def answer_error(interaction: discord.Interaction[AtelierBot], text: str) 
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException:
         log.warning("could not report an error to %s", interaction.user)
+
+
+async def answering_errors(interaction: discord.Interaction[AtelierBot],
+                           action: Awaitable[None], what: str) -> None:
+    """Run what a button, menu or form does; an unexpected failure is logged and answered
+    privately (the command tree's `on_error` does the same for commands)."""
+    try:
+        await action
+    except Exception:
+        log.exception("%s failed", what)
+        await answer_error(interaction, OUR_FAULT)

@@ -96,24 +96,9 @@ class JobService:
     def new(self, interaction: discord.Interaction[Any], params: JobParameters,
             init_image: str | None = None) -> JobRecord:
         """A new `/imagine` job for whoever sent `interaction`."""
-        return JobRecord(
-            id=new_job_id(),
-            kind="imagine",
-            prompt=params.prompt,
-            negative=params.negative,
-            model=params.model.name,
-            sampler=params.sampler,
-            width=params.width,
-            height=params.height,
-            steps=params.steps,
-            guidance=params.guidance,
-            seed=params.seed,
-            count=params.count,
-            created_at=time.time(),
-            strength=params.strength,
-            init_image=init_image,
-            **self.origin(interaction),
-        )
+        return JobRecord(id=new_job_id(), kind="imagine", created_at=time.time(),
+                         init_image=init_image, **params.job_fields(),
+                         **self.origin(interaction))
 
     def derive(self, interaction: discord.Interaction[Any], parent: JobRecord, kind: str, *,
                count: int, index: int | None = None, init_image: str | None = None,
@@ -137,6 +122,7 @@ class JobService:
             created_at=time.time(),
             started_at=None,
             finished_at=None,
+            delivered_at=None,
             deleted_at=None,
             **self.origin(interaction),
         )
@@ -144,20 +130,10 @@ class JobService:
     @staticmethod
     def remixed(job: JobRecord, params: JobParameters) -> JobRecord:
         """`job` with what the user wrote in the remix modal."""
-        return replace(
-            job,
-            prompt=params.prompt,
-            negative=params.negative,
-            model=params.model.name,
-            sampler=params.sampler,
-            width=params.width,
-            height=params.height,
-            steps=params.steps,
-            guidance=params.guidance,
-            seed=params.seed,
-            count=params.count,
-            strength=params.strength if job.init_image is not None else None,
-        )
+        fields = params.job_fields()
+        if job.init_image is None:
+            fields["strength"] = None
+        return replace(job, **fields)
 
     async def submit(self, interaction: discord.Interaction[Any], job: JobRecord) -> None:
         """Save the job, acknowledge publicly, then run it: the placeholder becomes the result.

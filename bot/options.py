@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bot import limits
 from bot.catalogue import Catalogue
@@ -62,6 +62,15 @@ class JobParameters:
     count: int
     strength: float | None
     loras: tuple[tuple[str, float], ...] = ()  # LoRA file names and weights, sorted by name
+
+    def job_fields(self) -> dict[str, Any]:
+        """The columns of a job these parameters decide."""
+        return {
+            "prompt": self.prompt, "negative": self.negative, "model": self.model.name,
+            "sampler": self.sampler, "width": self.width, "height": self.height,
+            "steps": self.steps, "guidance": self.guidance, "seed": self.seed,
+            "count": self.count, "strength": self.strength,
+        }
 
 
 def _first(*values: T | None, default: T) -> T:

@@ -6,7 +6,6 @@ feature (`AtelierBot.button_handlers`)."""
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,8 +15,6 @@ import discord
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
-
-log = logging.getLogger(__name__)
 
 JOB_ID_PATTERN = r"[a-z][a-z0-9]{7}"
 
@@ -92,14 +89,10 @@ class JobButton(
                 "This button is not available right now.", ephemeral=True
             )
             return
-        try:
-            await handler(interaction, self.job_id, self.index)
-        except Exception:
-            # Like the command tree's on_error: log it, and tell the user privately.
-            log.exception("button %s failed", self.custom_id)
-            from bot.client import answer_error
+        from bot.client import answering_errors
 
-            await answer_error(interaction, "Something went wrong on our side; please try again.")
+        await answering_errors(interaction, handler(interaction, self.job_id, self.index),
+                               f"button {self.custom_id}")
 
 
 def _view(*buttons: JobButton) -> discord.ui.View:

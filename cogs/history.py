@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import nsfw_allowed, scope_of
-from bot.client import answer_error
+from bot.client import answer_error, answering_errors
 from bot.thumbnails import Thumbnails
 from storage import JobRecord
 
@@ -151,7 +151,8 @@ class PageButton(
         if not isinstance(cog, History):
             await answer_error(interaction, "History is not available right now.")
             return
-        await cog.turn_page(interaction, self.filters, self.page)
+        await answering_errors(interaction, cog.turn_page(interaction, self.filters, self.page),
+                               "turning a /history page")
 
 
 class OpenMenu(discord.ui.DynamicItem[discord.ui.Select[Any]], template=OPEN_ID):
@@ -175,7 +176,8 @@ class OpenMenu(discord.ui.DynamicItem[discord.ui.Select[Any]], template=OPEN_ID)
         if handler is None or not self.item.values:
             await answer_error(interaction, "Recalling jobs is not available right now.")
             return
-        await handler(interaction, self.item.values[0], None)
+        await answering_errors(interaction, handler(interaction, self.item.values[0], None),
+                               "opening a job from /history")
 
 
 def listing_view(listing: Listing) -> discord.ui.View:

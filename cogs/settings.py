@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from discord.ext import commands
 
 from bot import limits
 from bot.catalogue import Catalogue
-from bot.client import answer_error
+from bot.client import OUR_FAULT, answer_error, answering_errors
 from bot.engine.models import Family
 from bot.engine.samplers import SAMPLERS
 from bot.options import DEFAULT_COUNT
@@ -202,15 +202,6 @@ async def save_and_show(interaction: Interaction, settings: UserSettings) -> Non
         view=settings_panel(settings, interaction.client.catalogue))
 
 
-async def answering_errors(interaction: Interaction, action: Awaitable[None]) -> None:
-    """Run a panel action; an unexpected failure is logged and answered privately."""
-    try:
-        await action
-    except Exception:
-        log.exception("a /settings action of %s failed", interaction.user)
-        await answer_error(interaction, "Something went wrong on our side; please try again.")
-
-
 class DefaultsModal(discord.ui.Modal):
     """The settings typed as text: the negative prompt, and any steps or CFG scale."""
 
@@ -245,7 +236,7 @@ class DefaultsModal(discord.ui.Modal):
     async def on_error(self, interaction: Interaction,  # type: ignore[override]
                        error: Exception) -> None:
         log.error("the /settings modal of %s failed", interaction.user, exc_info=error)
-        await answer_error(interaction, "Something went wrong on our side; please try again.")
+        await answer_error(interaction, OUR_FAULT)
 
 
 class SettingSelect(
@@ -266,7 +257,8 @@ class SettingSelect(
         return cls(match["field"])
 
     async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        await answering_errors(interaction, self.choose(interaction))
+        await answering_errors(interaction, self.choose(interaction),
+                               f"/settings {self.field}")
 
     async def choose(self, interaction: Interaction) -> None:
         bot = interaction.client
@@ -305,7 +297,8 @@ class SettingButton(
         return cls(match["action"])
 
     async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        await answering_errors(interaction, self.press(interaction))
+        await answering_errors(interaction, self.press(interaction),
+                               f"/settings {self.action}")
 
     async def press(self, interaction: Interaction) -> None:
         repo = interaction.client.repo

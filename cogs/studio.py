@@ -3,6 +3,7 @@ and remix mode, which lets the user edit the prompt before any of them runs."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from discord.ext import commands
 
 from bot import limits
 from bot.access import visible_image, visible_job
-from bot.client import answer_error
+from bot.client import OUR_FAULT, answer_error
 from bot.imaging import ImageSizeError, check_pixels
 from bot.options import remix_text, resolve_remix
 from bot.prompt import PromptError
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from bot.client import AtelierBot
 
 Interaction = discord.Interaction["AtelierBot"]
+
+log = logging.getLogger(__name__)
 
 
 class RemixModal(discord.ui.Modal):
@@ -42,6 +45,11 @@ class RemixModal(discord.ui.Modal):
 
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
         await self._on_submit(interaction, self.prompt.value, self.negative.value)
+
+    async def on_error(self, interaction: Interaction,  # type: ignore[override]
+                       error: Exception) -> None:
+        log.error("a remix of %s failed", interaction.user, exc_info=error)
+        await answer_error(interaction, OUR_FAULT)
 
 
 class Studio(commands.Cog):
@@ -74,15 +82,9 @@ class Studio(commands.Cog):
         await interaction.response.send_modal(RemixModal(title, job, submitted))
 
     async def on_variation(self, interaction: Interaction, job_id: str, index: int | None) -> None:
-        """`V<n>`: four variations of image n."""
-        found = await visible_image(interaction, job_id, index)
-        if found is None:
-            return
-        parent, image = found
-        job = self.bot.jobs.derive(interaction, parent, "variation", count=4,
-                                   index=image.index + 1, init_image=image.sha256,
-                                   strength=self.bot.settings.vary_strong_strength)
-        await self.run(interaction, job, f"Remix — V{image.index + 1}")
+        """`V<n>`: four variations of image n, as strong as `Vary (Strong)`."""
+        await self.vary(interaction, job_id, index, self.bot.settings.vary_strong_strength,
+                        f"Remix — V{index}")
 
     async def on_reroll(self, interaction: Interaction, job_id: str, index: int | None) -> None:
         """`🔄`: the same job again with fresh seeds."""
@@ -98,6 +100,7 @@ class Studio(commands.Cog):
 
     async def vary(self, interaction: Interaction, job_id: str, index: int | None,
                    strength: float, title: str) -> None:
+        """Four variations of image `index` (img2img from it at `strength`)."""
         found = await visible_image(interaction, job_id, index)
         if found is None:
             return
