@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.models import save_moderate  # noqa: E402
+from bench.models import LOOP_SHAPE, saved_sd_like  # noqa: E402
 from bot.client import AtelierBot  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.engine.types import GenerationResult  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=40)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="atelier-loop-") as tmp:
-        folder = save_moderate(Path(tmp) / "moderate")
+        folder = saved_sd_like(Path(tmp), LOOP_SHAPE)
         figures = asyncio.run(measure(args, folder, Path(tmp) / "data"))
     acks = [seconds * 1000 for seconds in figures["acks"]]
     pipeline = statistics.mean(p for _, p in figures["overheads"])

@@ -5,6 +5,7 @@ Random weights run exactly as fast as trained ones: the arithmetic is the same."
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ def _tokenizer() -> Any:
     """A character-level CLIP tokenizer (the real BPE vocabulary needs a download)."""
     from transformers import CLIPTokenizer
 
-    from bot.engine.tiny import _tokenizer_files
+    from bot.engine.tiny import write_tokenizer_files
 
     folder = Path(tempfile.mkdtemp(prefix="bench-tokenizer-"))
-    _tokenizer_files(folder)
+    write_tokenizer_files(folder)
     return CLIPTokenizer.from_pretrained(folder)
 
 
@@ -100,37 +101,63 @@ def sdxl_pipeline(device: str, dtype: Any) -> Any:
     return pipe.to(device, dtype)
 
 
-def moderate_pipeline(dtype: Any = None) -> Any:
-    """An SD-shaped model between tiny and full size: a job of 4 images at 128² and 20 steps
-    takes a second or two on a CPU core, like a real model's job on a GPU."""
+@dataclass(frozen=True)
+class Shape:
+    """An SD-shaped model between `tiny` and full size, for benchmarks on the CPU."""
+
+    side: int  # native picture size
+    unet_channels: tuple[int, ...]
+    layers_per_block: int
+    text_width: int
+
+    @property
+    def key(self) -> str:
+        channels = "-".join(str(c) for c in self.unet_channels)
+        return f"{self.side}_{channels}_{self.layers_per_block}_{self.text_width}"
+
+
+# 4 images at 128² and 20 steps take a second or two on one core: a GPU job's cost, on a CPU.
+LOOP_SHAPE = Shape(128, (64, 128, 128), 1, 128)
+# One image at 256² and 10 steps takes about 2 s on one core: worth a worker process of its own.
+SCALE_SHAPE = Shape(256, (64, 128, 256), 2, 256)
+
+
+def sd_like_pipeline(shape: Shape) -> Any:
+    """A randomly initialised SD-style pipeline of `shape` (the same weights every time)."""
     import torch
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(64, 128, 128), cross_attention_dim=128, attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        norm_num_groups=32,
-    )
-    from diffusers import AutoencoderKL
-
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        block_out_channels=(32, 32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=128, norm_num_groups=32,
-    )
-    pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=_clip(128, 2, 4, 512, False), tokenizer=_tokenizer(),
+    depth = len(shape.unet_channels)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            sample_size=shape.side // 8, in_channels=4, out_channels=4,
+            layers_per_block=shape.layers_per_block, block_out_channels=shape.unet_channels,
+            down_block_types=("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1),
+            cross_attention_dim=shape.text_width, attention_head_dim=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+            block_out_channels=(32, 64, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, sample_size=shape.side,
+            norm_num_groups=16,
+        )
+        text_encoder = _clip(shape.text_width, 2, 4, 2 * shape.text_width, False)
+    return StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=_tokenizer(),
         scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    return pipe if dtype is None else pipe.to(dtype=dtype)
 
 
-def save_moderate(folder: Path) -> Path:
-    """The moderate model as a diffusers folder (for `SD_MODEL=<folder>`)."""
+def saved_sd_like(cache: Path, shape: Shape) -> Path:
+    """`sd_like_pipeline(shape)` as a diffusers folder under `cache` (built once), so the bot
+    loads it like any local model (`SD_MODEL=<folder>`)."""
+    folder = cache / f"bench-{shape.key}"
     if not (folder / "model_index.json").exists():
-        moderate_pipeline().save_pretrained(folder)
+        pipe = sd_like_pipeline(shape)
+        pipe.save_pretrained(folder)
+        parameters = sum(p.numel() for p in pipe.unet.parameters())
+        print(f"built a benchmark model in {folder} (UNet: {parameters / 1e6:.0f} M parameters)")
     return folder

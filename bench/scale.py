@@ -35,69 +35,12 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.models import SCALE_SHAPE, saved_sd_like  # noqa: E402
 from bot.engine.models import describe  # noqa: E402
-from bot.engine.tiny import build_tiny  # noqa: E402
 from bot.engine.types import GenerationRequest  # noqa: E402
 from bot.engine.worker import WorkerConfig  # noqa: E402
 
-SIDE = 256
-_VERSION = "1"  # bump when the architecture below changes
-
-
-def build_model(folder: Path) -> Path:
-    """A random pipeline of moderate size in `folder` (built once; same weights every time)."""
-    marker = folder / "atelier-bench.txt"
-    if marker.exists() and marker.read_text() == _VERSION:
-        return folder
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    # the tiny model's character-level tokenizer serves here too
-    tokenizer = CLIPTokenizer.from_pretrained(
-        build_tiny(folder.parent / "tiny") / "tokenizer")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel(
-            sample_size=SIDE // 8,
-            block_out_channels=(64, 128, 256),
-            layers_per_block=2,
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=256,
-            attention_head_dim=8,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(32, 64, 64, 64),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=1,
-            norm_num_groups=16,
-            sample_size=SIDE,
-        )
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=256,
-            intermediate_size=512, num_attention_heads=4, num_hidden_layers=2,
-            vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=256,
-        ))
-    pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
-                                         beta_schedule="scaled_linear", steps_offset=1,
-                                         timestep_spacing="leading"),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder)
-    marker.write_text(_VERSION)
-    parameters = sum(p.numel() for p in unet.parameters())
-    print(f"built the benchmark model in {folder} (UNet: {parameters / 1e6:.0f} M parameters)")
-    return folder
+SIDE = SCALE_SHAPE.side
 
 
 def _convolutions(threads: int) -> float:
@@ -162,7 +105,7 @@ async def main(args: argparse.Namespace) -> None:
     ceiling = machine_ceiling(args.threads, max(args.workers))
     print(f"this machine: {max(args.workers)} plain processes of {args.threads} torch thread(s) "
           f"do {ceiling:.2f}× the work of one ({os.cpu_count()} CPU cores)")
-    folder = build_model(Path(args.cache) / "bench-scale")
+    folder = saved_sd_like(Path(args.cache), SCALE_SHAPE)
     config = WorkerConfig(models=(describe("bench", str(folder)),), device="cpu",
                           cache_dir=str(folder.parent), max_batch=args.max_batch)
     # one Ray CPU per worker: the largest run must fit
