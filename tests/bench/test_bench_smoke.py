@@ -22,3 +22,13 @@ def test_gpu_bench_smoke_prints_its_figures(tmp_path: Path, tiny_model_dir: Path
         assert label in lines, lines
     difference = float(lines.split("same seed vs plain pipeline:")[1].split("%")[0])
     assert difference < 2.0  # the executor's pictures are the plain pipeline's
+
+
+def test_loop_bench_runs_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "loop.py"), "--jobs", "1", "--interactions", "4"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    for label in ("acknowledgement while generating: p50", "largest event-loop lag meanwhile:",
+                  "bot overhead per job:"):
+        assert label in result.stdout, result.stdout
