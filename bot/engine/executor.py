@@ -87,7 +87,7 @@ class WorkerInfo:
     node: str  # host name of the machine it runs on
     device: str  # "" until it has started
     dtype: str
-    models: tuple[str, ...]  # models it holds, most recently used last
+    models: tuple[str, ...]  # on its device, or `name (in RAM)`; most recently used last
     jobs_done: int
     state: str  # starting, ready, busy, restarting, failed, gone or stopped
     pid: int | None = None  # of the process it runs in, as last reported
@@ -112,11 +112,15 @@ def describe_worker(worker: Any) -> WorkerDetails:
     """Where `worker` runs and what it holds; read on any thread (plain attribute reads)."""
     import os
 
-    # `_loaded` is the worker's own LRU of models; read here rather than adding API to Worker.
     # getattr throughout: tests stand in for the worker with lighter objects.
-    return WorkerDetails(node=socket.gethostname(), device=str(getattr(worker, "device", "")),
+    device = str(getattr(worker, "device", ""))
+    models = []
+    for entry in getattr(worker, "loaded_models", list)():
+        name, _, where = entry.partition("@")
+        models.append(name if where == device else f"{name} (in RAM)")
+    return WorkerDetails(node=socket.gethostname(), device=device,
                          dtype=str(getattr(worker, "dtype", "")).removeprefix("torch."),
-                         models=tuple(getattr(worker, "_loaded", {})), pid=os.getpid())
+                         models=tuple(models), pid=os.getpid())
 
 
 class EngineThread:
