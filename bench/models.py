@@ -61,17 +61,18 @@ def sd15_pipeline(device: str, dtype: Any) -> Any:
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    with torch.device(device):
+    with torch.device(device):  # weights made where they will run: no slow CPU init
         unet = UNet2DConditionModel(
             sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
             block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
             attention_head_dim=8,
         )
-        pipe = StableDiffusionPipeline(
-            unet=unet, vae=_vae(512, False), text_encoder=_clip(768, 12, 12, 3072, False),
-            tokenizer=_tokenizer(), scheduler=_scheduler(), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )
+        vae, text_encoder = _vae(512, False), _clip(768, 12, 12, 3072, False)
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=_tokenizer(),
+        scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
     return pipe.to(device, dtype)
 
 
@@ -91,13 +92,14 @@ def sdxl_pipeline(device: str, dtype: Any) -> Any:
             addition_embed_type="text_time", addition_time_embed_dim=256,
             projection_class_embeddings_input_dim=2816,
         )
-        tokenizer = _tokenizer()
-        pipe = StableDiffusionXLPipeline(
-            unet=unet, vae=_vae(1024, True),
-            text_encoder=_clip(768, 12, 12, 3072, False),
-            text_encoder_2=_clip(1280, 32, 20, 5120, True),
-            tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=_scheduler(),
-        )
+        vae = _vae(1024, True)
+        text_encoder = _clip(768, 12, 12, 3072, False)
+        text_encoder_2 = _clip(1280, 32, 20, 5120, True)
+    tokenizer = _tokenizer()
+    pipe = StableDiffusionXLPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=_scheduler(),
+    )
     return pipe.to(device, dtype)
 
 
