@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
+from bot.replies import answer_error
 from storage import ImageRecord, JobRecord, JobStatus, Scope
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ async def visible_job(interaction: discord.Interaction[AtelierBot],
                       job_id: str) -> JobRecord | None:
     """The job `job_id` if this interaction may see it; otherwise answers the user and gives
     None. Foreign and unknown ids get the same answer."""
-    from bot.client import answer_error
-
     job = await interaction.client.repo.job_in_scope(job_id, scope_of(interaction))
     if job is None:
         await answer_error(interaction, render.no_job_text(job_id))
@@ -47,8 +46,6 @@ async def visible_image(interaction: discord.Interaction[AtelierBot], job_id: st
                         index: int | None) -> tuple[JobRecord, ImageRecord] | None:
     """Image `index` (1-based) of a finished job this interaction may see, or None after
     telling the user why not."""
-    from bot.client import answer_error
-
     job = await visible_job(interaction, job_id)
     if job is None:
         return None

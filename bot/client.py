@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 import discord
@@ -20,6 +19,7 @@ from bot.engine.types import GenerationRequest
 from bot.engine.worker import Worker, WorkerConfig
 from bot.jobs import JobService
 from bot.loopwatch import LoopWatch
+from bot.replies import OUR_FAULT, answer_error
 from bot.ui import STALE_BUTTON, ButtonHandler, JobButton
 from storage import ImageStore, Repository, open_database
 
@@ -185,28 +185,3 @@ class AtelierBot(commands.Bot):
         await super().close()
         if hasattr(self, "repo"):
             await self.repo.close()
-
-
-OUR_FAULT = "Something went wrong on our side; please try again."
-
-
-async def answer_error(interaction: discord.Interaction[AtelierBot], text: str) -> None:
-    """Tell the user what went wrong, privately, whether or not the interaction was answered."""
-    try:
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException:
-        log.warning("could not report an error to %s", interaction.user)
-
-
-async def answering_errors(interaction: discord.Interaction[AtelierBot],
-                           action: Awaitable[None], what: str) -> None:
-    """Run what a button, menu or form does; an unexpected failure is logged and answered
-    privately (the command tree's `on_error` does the same for commands)."""
-    try:
-        await action
-    except Exception:
-        log.exception("%s failed", what)
-        await answer_error(interaction, OUR_FAULT)

@@ -27,6 +27,7 @@ from bot.engine.types import (
 from bot.imaging import a1111_parameters, compose_grid, decode, encode_png, veil
 from bot.options import JobParameters, random_seed
 from bot.prompt import PromptError, parse_lora_tags
+from bot.replies import answer_error
 from bot.ui import cancel_view, result_view
 from storage import ImageRecord, JobRecord, JobStatus, new_job_id
 
@@ -57,6 +58,7 @@ class JobService:
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._chores: set[asyncio.Task[None]] = set()
 
     async def create(self, job: JobRecord) -> JobRecord:
         """Save a new job, enforcing the server's policy and the per-user limits."""
@@ -139,11 +141,9 @@ class JobService:
         """Save the job, acknowledge publicly, then run it: the placeholder becomes the result.
 
         A user over the queue limit gets a private answer and no job."""
-        from bot.client import answer_error
-
         # The interaction acknowledged here is the one whose token shows the job (for a remix,
-        # the modal's, not the button's that opened it).
-        job = replace(job, **self.origin(interaction))
+        # the modal's, not the button's that opened it), and its time starts the token's clock.
+        job = replace(job, created_at=time.time(), **self.origin(interaction))
         refusal = self.bot.refusal_here(interaction)
         if refusal is not None:
             await answer_error(interaction, refusal)
@@ -155,7 +155,7 @@ class JobService:
             return
         try:
             response = await interaction.response.defer(thinking=True)
-        except discord.HTTPException:
+        except (discord.HTTPException, discord.InteractionResponded):
             response = None  # the interaction is gone: the job runs and is posted in the channel
         if response is not None and response.message_id is not None:
             job = replace(job, message_id=response.message_id)
@@ -167,6 +167,12 @@ class JobService:
     def start(self, job: JobRecord) -> None:
         """Run `job` in the background and deliver its result."""
         self._track(job.id, self._run(job))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Bookkeeping that must not hold up a job (kept referenced until it is done)."""
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def _track(self, job_id: str, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` for a job as a task that `wait_idle` and `cancel` can find."""
@@ -182,15 +188,16 @@ class JobService:
         """Cancel a queued or running job; False when it has already finished."""
         if self.bot.executor.cancel(job.id):
             return True
-        current = await self.bot.repo.job(job.id)
-        if current is None or current.status.finished:
+        # Saved but not (or no longer) with the executor: just after a restart, or finished and
+        # being stored. Only a job that has not ended can be cancelled.
+        if not await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED):
             return False
-        # Saved but not yet handed to the executor (for example just after a restart).
-        await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED)
         task = self._tasks.get(job.id)
         if task is not None:
             task.cancel()
+        current = await self.bot.repo.job(job.id) or job
         await Delivery(self.bot, current).finish(Render(render.cancelled_text(current)))
+        await self.bot.repo.set_delivered(job.id, None)
         return True
 
     async def recover(self) -> int:
@@ -207,8 +214,8 @@ class JobService:
 
     async def wait_idle(self) -> None:
         """Wait for every running job task (tests and shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        while self._tasks or self._chores:
+            await asyncio.gather(*self._tasks.values(), *self._chores, return_exceptions=True)
 
     async def request_for(self, job: JobRecord) -> GenerationRequest:
         init_image = None
@@ -245,9 +252,11 @@ class JobService:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("job %s failed unexpectedly", job.id)
-            await self.bot.repo.finish_job(job.id, JobStatus.FAILED, "internal error")
-            await _quietly(delivery.finish(Render(render.failed_text(job, "internal error"))))
+            # A job that made its pictures stays done, undelivered: the next start delivers it
+            # (and /recall shows it). Only a job that never got that far fails.
+            log.exception("job %s: could not finish or show it", job.id)
+            if await self.bot.repo.finish_job(job.id, JobStatus.FAILED, "internal error"):
+                await _quietly(delivery.finish(Render(render.failed_text(job, "internal error"))))
 
     async def _generate_and_deliver(self, job: JobRecord, delivery: Delivery) -> None:
         marked_running = False
@@ -261,7 +270,7 @@ class JobService:
                 return
             if not marked_running:
                 marked_running = True
-                asyncio.create_task(self.bot.repo.mark_running(job.id))
+                self._background(self.bot.repo.mark_running(job.id))
             if progress.step == 0:
                 return
             if progress.preview is not None:
@@ -279,14 +288,14 @@ class JobService:
                                                   view=cancel_view(job.id))))
             return
         except JobCancelled:
-            await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED)
-            await self.bot.repo.set_delivered(
-                job.id, await delivery.finish(Render(render.cancelled_text(job))))
+            if await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED):
+                await self.bot.repo.set_delivered(
+                    job.id, await delivery.finish(Render(render.cancelled_text(job))))
             return
         except EngineError as error:
-            await self.bot.repo.finish_job(job.id, JobStatus.FAILED, str(error))
-            await self.bot.repo.set_delivered(
-                job.id, await delivery.finish(Render(render.failed_text(job, str(error)))))
+            if await self.bot.repo.finish_job(job.id, JobStatus.FAILED, str(error)):
+                await self.bot.repo.set_delivered(
+                    job.id, await delivery.finish(Render(render.failed_text(job, str(error)))))
             return
 
         records = await self._store(job, result)

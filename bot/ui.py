@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.replies import answering_errors
+
 if TYPE_CHECKING:
     from bot.client import AtelierBot
 
@@ -89,8 +91,6 @@ class JobButton(
                 "This button is not available right now.", ephemeral=True
             )
             return
-        from bot.client import answering_errors
-
         await answering_errors(interaction, handler(interaction, self.job_id, self.index),
                                f"button {self.custom_id}")
 

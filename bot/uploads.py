@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import discord
 from PIL import Image, ImageOps
 
 from bot import limits
 from bot.prompt import PromptError
+
+if TYPE_CHECKING:
+    import discord
 
 # Pillow refuses anything larger outright; our own side limit below is stricter still.
 Image.MAX_IMAGE_PIXELS = limits.UPLOAD_MAX_SIDE * limits.UPLOAD_MAX_SIDE
@@ -35,10 +40,13 @@ def check_declared(filename: str, size: int, content_type: str | None) -> None:
         raise UploadError(f"`{filename}` is not an image (PNG, JPEG or WebP)")
 
 
-def normalise(data: bytes, filename: str = "image") -> tuple[bytes, int, int]:
-    """Decode an upload safely and re-encode it as a plain RGB PNG; returns (png, width, height).
+_SUFFIXES = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+_SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the picture a quarter
 
-    Blocking: run in a thread."""
+
+@contextmanager
+def _opened(data: bytes, filename: str) -> Iterator[Image.Image]:
+    """The upload opened lazily, its type and size checked; every failure an `UploadError`."""
     if len(data) > limits.UPLOAD_MAX_BYTES:
         raise UploadError(f"`{filename}` is larger than "
                           f"{limits.UPLOAD_MAX_BYTES // 1024 // 1024} MiB")
@@ -56,25 +64,60 @@ def normalise(data: bytes, filename: str = "image") -> tuple[bytes, int, int]:
                         f"`{filename}` is {width}×{height}; images may be at most "
                         f"{limits.UPLOAD_MAX_SIDE} px a side"
                     )
-                image.load()
-                picture = ImageOps.exif_transpose(image).convert("RGB")
+                yield image
     except UploadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UploadError(f"`{filename}` decodes to too many pixels; images may be at most "
                           f"{limits.UPLOAD_MAX_SIDE} px a side") from None
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, EOFError):
         raise UploadError(f"`{filename}` is not a readable PNG, JPEG or WebP image") from None
+
+
+def inspect(data: bytes, filename: str = "image") -> tuple[int, int, str]:
+    """Check an upload without decoding its pixels (fast enough before answering Discord):
+    returns its upright (width, height) and a file suffix for its type."""
+    with _opened(data, filename) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112) in _SWAPS_SIDES:
+            width, height = height, width
+        kind = _FORMAT_ALIASES.get(image.format or "", image.format or "")
+    if kind == "PNG":
+        with _opened(data, filename) as image:
+            image.verify()  # chunk structure and checksums: a cut-off file fails here
+    return width, height, _SUFFIXES[kind]
+
+
+def decode_upload(data: bytes, filename: str = "image") -> Image.Image:
+    """The upload's pixels, upright, in RGB. Blocking: run in a thread (or the engine)."""
+    with _opened(data, filename) as image:
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError, EOFError):
+            raise UploadError(
+                f"`{filename}` is not a readable PNG, JPEG or WebP image") from None
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def normalise(data: bytes, filename: str = "image") -> tuple[bytes, int, int]:
+    """Decode an upload safely and re-encode it as a plain RGB PNG; returns (png, width, height).
+
+    Blocking: run in a thread."""
+    picture = decode_upload(data, filename)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue(), picture.width, picture.height
 
 
-async def read_attachment(attachment: discord.Attachment) -> tuple[bytes, int, int]:
-    """Download and normalise an uploaded picture."""
+async def read_attachment(attachment: discord.Attachment) -> tuple[bytes, int, int, str]:
+    """Download an uploaded picture and check it without decoding it: returns the bytes as
+    uploaded, its upright width and height, and a file suffix for its type."""
+    import discord  # here, not at the top: the engine uses this module's decoding, not Discord
+
     check_declared(attachment.filename, attachment.size, attachment.content_type)
     try:
         data = await asyncio.wait_for(attachment.read(), DOWNLOAD_TIMEOUT)
     except (TimeoutError, OSError, discord.HTTPException):
         raise UploadError(f"Could not download `{attachment.filename}`; try again") from None
-    return await asyncio.to_thread(normalise, data, attachment.filename)
+    width, height, suffix = await asyncio.to_thread(inspect, data, attachment.filename)
+    return data, width, height, suffix

@@ -8,7 +8,7 @@ import discord
 from discord.ext import commands
 
 from bot.access import may_manage, visible_image
-from bot.client import answer_error
+from bot.replies import answer_error
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot

@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import nsfw_allowed, scope_of
-from bot.client import answer_error, answering_errors
+from bot.replies import answer_error, answering_errors
 from bot.thumbnails import Thumbnails
 from storage import JobRecord
 

@@ -12,8 +12,8 @@ from discord.ext import commands
 
 from bot import render
 from bot.access import scope_of, visible_job
-from bot.client import answer_error
 from bot.engine.samplers import SAMPLERS
+from bot.replies import answer_error
 from storage import ImageRecord, JobRecord, JobStatus
 
 if TYPE_CHECKING:

@@ -12,11 +12,11 @@ from discord.ext import commands
 
 from bot import limits, render
 from bot.access import may_manage, nsfw_allowed, visible_image, visible_job
-from bot.client import answer_error
 from bot.delivery import Attachment, fitted
 from bot.imaging import decode, encode_png, veil
 from bot.options import ImagineOptions, resolve
 from bot.prompt import PromptError
+from bot.replies import answer_error
 from bot.ui import single_image_view
 from bot.uploads import read_attachment
 
@@ -75,10 +75,12 @@ class Imagine(commands.Cog):
             defaults = await self.bot.repo.settings(interaction.user.id)
             init_sha = None
             if image is not None:
-                png, width, height = await read_attachment(image)
+                # Checked here without decoding (Discord waits 3 s for an answer); stored as
+                # uploaded, and decoded by the engine at the job's size.
+                data, width, height, suffix = await read_attachment(image)
                 options = replace(options, image_size=(width, height))
                 params = resolve(options, defaults, self.bot.catalogue)
-                init_sha = (await asyncio.to_thread(self.bot.store.put, png)).sha256
+                init_sha = (await asyncio.to_thread(self.bot.store.put, data, f".{suffix}")).sha256
             else:
                 params = resolve(options, defaults, self.bot.catalogue)
         except PromptError as error:
@@ -119,21 +121,28 @@ class Imagine(commands.Cog):
         if found is None:
             return
         job, image = found
-        data = await asyncio.to_thread(self.bot.store.read, image.path)
-        number = image.index + 1
-        filename = f"atelier_{job.id}_{number}.png"
-        text = render.single_image_text(job, number, interaction.user.id)
-        if image.nsfw and not nsfw_allowed(interaction):
-            data = await asyncio.to_thread(lambda: encode_png(veil(decode(data))))
-            filename = "SPOILER_" + filename
-            text += "\n-# veiled by the safety checker: this channel is not marked NSFW"
-        picture = await fitted(Attachment(filename, data), interaction.filesize_limit)
-        await interaction.response.send_message(
-            text,
-            file=picture.file(),
-            view=single_image_view(job.id, number),
-            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
-        )
+        # Answer at once; reading, maybe veiling or re-encoding, and uploading a 4 MP picture
+        # can take longer than Discord's 3 s.
+        await interaction.response.defer(thinking=True)
+        try:
+            data = await asyncio.to_thread(self.bot.store.read, image.path)
+            number = image.index + 1
+            filename = f"atelier_{job.id}_{number}.png"
+            text = render.single_image_text(job, number, interaction.user.id)
+            if image.nsfw and not nsfw_allowed(interaction):
+                data = await asyncio.to_thread(lambda: encode_png(veil(decode(data))))
+                filename = "SPOILER_" + filename
+                text += "\n-# veiled by the safety checker: this channel is not marked NSFW"
+            picture = await fitted(Attachment(filename, data), interaction.filesize_limit)
+            await interaction.edit_original_response(
+                content=text,
+                attachments=[picture.file()],
+                view=single_image_view(job.id, number),
+                allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
+            )
+        except Exception:
+            await _quietly_delete(interaction)  # no public "thinking…" left behind
+            raise
 
     async def on_cancel(self, interaction: Interaction, job_id: str, index: int | None) -> None:
         """`Cancel`: stop a queued or running job (its author, or Manage Messages)."""
@@ -147,7 +156,15 @@ class Imagine(commands.Cog):
             await answer_error(interaction, f"Job `{job.id}` has already finished.")
             return
         await interaction.response.defer()
-        await self.bot.jobs.cancel(job)
+        if not await self.bot.jobs.cancel(job):
+            await answer_error(interaction, f"Job `{job.id}` has already finished.")
+
+
+async def _quietly_delete(interaction: Interaction) -> None:
+    try:
+        await interaction.delete_original_response()
+    except discord.HTTPException:
+        pass
 
 
 async def setup(bot: AtelierBot) -> None:

@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import nsfw_allowed, scope_of, visible_job
-from bot.client import answer_error
+from bot.replies import answer_error
 from storage import JobRecord, JobStatus
 
 if TYPE_CHECKING:

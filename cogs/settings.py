@@ -20,11 +20,11 @@ from discord.ext import commands
 
 from bot import limits
 from bot.catalogue import Catalogue
-from bot.client import OUR_FAULT, answer_error, answering_errors
 from bot.engine.models import Family
 from bot.engine.samplers import SAMPLERS
 from bot.options import DEFAULT_COUNT
 from bot.prompt import PromptError
+from bot.replies import OUR_FAULT, answer_error, answering_errors
 from storage import UserSettings
 
 if TYPE_CHECKING:

@@ -12,10 +12,10 @@ from discord.ext import commands
 
 from bot import limits
 from bot.access import visible_image, visible_job
-from bot.client import OUR_FAULT, answer_error
 from bot.imaging import ImageSizeError, check_pixels
 from bot.options import remix_text, resolve_remix
 from bot.prompt import PromptError
+from bot.replies import OUR_FAULT, answer_error
 from storage import JobRecord, JobStatus
 
 if TYPE_CHECKING:

@@ -51,6 +51,10 @@ class ImageStore:
             raise ValueError(f"{relative!r} is outside the image store")
         return path.read_bytes()
 
-    def find(self, sha256: str, suffix: str = ".png") -> Path | None:
-        path = self.root / self.relative_path(sha256, suffix)
-        return path if path.exists() else None
+    def find(self, sha256: str) -> Path | None:
+        """The file with this content, whatever its type (uploads keep theirs)."""
+        for suffix in (".png", ".jpg", ".webp"):
+            path = self.root / self.relative_path(sha256, suffix)
+            if path.exists():
+                return path
+        return None

@@ -155,11 +155,15 @@ class Repository:
             (time.time(), job_id),
         )
 
-    async def finish_job(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
-        await self._write(
-            "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+    async def finish_job(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
+        """End a job that has not ended yet as failed or cancelled; False if it already had
+        (a job that made its pictures stays done whatever happens after)."""
+        cursor = await self._write(
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ?"
+            " WHERE id = ? AND status IN ('queued', 'running')",
             (str(status), error, time.time(), job_id),
         )
+        return bool(cursor.rowcount)
 
     async def complete_job(self, job_id: str, images: Sequence[ImageRecord]) -> None:
         """Record a job's images and mark it done, together or not at all."""

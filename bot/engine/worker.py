@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import itertools
 import logging
 import os
@@ -570,10 +569,16 @@ def _peft_quiet() -> Iterator[None]:
 
 
 def _init_picture(request: GenerationRequest, width: int, height: int) -> Any:
+    """The starting picture of an img2img request, upright, at the job's size."""
     from PIL import Image
 
+    from bot.uploads import UploadError, decode_upload
+
     assert request.init_image is not None
-    picture = Image.open(io.BytesIO(request.init_image)).convert("RGB")
+    try:
+        picture = decode_upload(request.init_image, "the starting picture")
+    except UploadError as error:
+        raise EngineError(str(error)) from None
     if picture.size != (width, height):
         picture = picture.resize((width, height), Image.Resampling.LANCZOS)
     return picture

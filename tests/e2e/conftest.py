@@ -83,6 +83,12 @@ async def finished(handle: InteractionHandle, timeout: float = 30) -> Message:
     return message
 
 
+async def posted(handle: InteractionHandle, timeout: float = 30) -> Message:
+    """The message a press answered with, once it shows more than "thinking…"."""
+    message = await handle.original(timeout)
+    return await message.wait_until(lambda m: not m.loading, timeout)
+
+
 def pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.double import Callback, Message
-from tests.e2e.conftest import Atelier, button, finished, job_id_of
+from tests.e2e.conftest import Atelier, button, finished, job_id_of, posted
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ async def test_image_info_follows_the_lineage(atelier: Atelier) -> None:
     grid = await finished(await atelier.imagine("a red fox --seed 7"))
     grid_id = job_id_of(grid)
 
-    single = await (await atelier.double.click(grid, button(grid, "U2"))).original()
+    single = await posted(await atelier.double.click(grid, button(grid, "U2")))
     embed, fields = await info_fields(atelier, single)
     assert embed["title"] == f"Image 2 of job {grid_id}"
     assert fields["Seed"] == "8"

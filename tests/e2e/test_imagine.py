@@ -17,6 +17,7 @@ from tests.e2e.conftest import (
     job_id_of,
     pixels,
     png_info,
+    posted,
     rows,
 )
 
@@ -173,8 +174,8 @@ async def test_u_posts_one_image_with_its_parameters(atelier: Atelier) -> None:
     click = await atelier.double.click(grid_message, button(grid_message, "U2"),
                                        user=atelier.double.bob)
     response = await click.response()
-    assert response.type == 4 and not response.ephemeral  # a new public message
-    single = await click.original()
+    assert response.type == 5 and not response.ephemeral  # a new public message
+    single = await posted(click)
     assert single.id != grid_message.id
     assert single.content == (f"**a red fox** — <@{atelier.double.bob.id}> · seed 43 · "
                               f"job `{job_id}` · image 2")
@@ -223,7 +224,7 @@ async def test_buttons_work_after_a_restart(atelier: Atelier) -> None:
     grid_message = await finished(await atelier.imagine("a red fox --seed 42"))
     await atelier.restart()
     click = await atelier.double.click(grid_message, button(grid_message, "U1"))
-    single = await click.original()
+    single = await posted(click)
     assert single.content.endswith("· image 1")
     assert (pixels(single.attachment_bytes()) ==
             pixels(grid_message.attachment_bytes())[0:128, 0:128]).all()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.double import DiscordDouble
-from tests.e2e.conftest import finished, image_size, pixels
+from tests.e2e.conftest import finished, image_size, pixels, posted
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +71,7 @@ async def test_python_m_bot_serves_imagine_and_stops_cleanly(
             "imagine", {"prompt": "a red fox --ar 3:2 --seed 42"}, user=discord_double.bob), 60)
         assert (pixels(again.attachment_bytes()) == pixels(message.attachment_bytes())).all()
         u1 = await discord_double.click(message, message.buttons[0][0].custom_id or "")
-        assert image_size((await u1.original()).attachment_bytes()) == (160, 104)
+        assert image_size((await posted(u1)).attachment_bytes()) == (160, 104)
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(process.communicate(), 60)

@@ -7,8 +7,17 @@ import time
 
 import pytest
 
-from tests.double import Channel, InteractionHandle, Member, Message
-from tests.e2e.conftest import Atelier, button, finished, image_size, job_id_of, pixels, rows
+from tests.double import Channel, InteractionHandle, Member
+from tests.e2e.conftest import (
+    Atelier,
+    button,
+    finished,
+    image_size,
+    job_id_of,
+    pixels,
+    posted,
+    rows,
+)
 from tests.e2e.test_history import CHECKERBOARD, colour, seed_job, seed_jobs
 from tests.storage.factories import make_job
 
@@ -21,12 +30,6 @@ ROW2 = ["V1", "V2", "V3", "V4"]
 async def recall(atelier: Atelier, job: str, user: Member | None = None,
                  channel: Channel | None = None) -> InteractionHandle:
     return await atelier.double.slash("recall", {"job": job}, user=user, channel=channel)
-
-
-async def posted(handle: InteractionHandle) -> Message:
-    """The recalled result, once the "thinking" placeholder is filled in."""
-    message = await handle.original()
-    return await message.wait_until(lambda m: not m.loading)
 
 
 async def test_recall_posts_the_grid_publicly_with_working_buttons(atelier: Atelier) -> None:
@@ -47,7 +50,7 @@ async def test_recall_posts_the_grid_publicly_with_working_buttons(atelier: Atel
     assert (pixels(grid) == pixels(original.attachment_bytes())).all()
 
     pressed = await double.click(recalled, button(recalled, "U1"), user=double.bob)
-    single = await pressed.original()
+    single = await posted(pressed)
     assert single.content.endswith(f"· job `{job_id}` · image 1")
     assert (pixels(single.attachment_bytes()) == pixels(grid)[:104, :160]).all()
     # the original result is untouched, and the job keeps pointing at it

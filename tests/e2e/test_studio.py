@@ -13,6 +13,7 @@ from tests.e2e.conftest import (
     job_id_of,
     pixels,
     png_info,
+    posted,
     rows,
 )
 
@@ -27,7 +28,7 @@ async def single_image(atelier: Atelier, prompt: str = "a red fox --seed 42",
     """A grid, and image `label` of it posted alone."""
     grid = await finished(await atelier.imagine(prompt))
     click = await atelier.double.click(grid, button(grid, label))
-    return grid, await click.original()
+    return grid, await posted(click)
 
 
 @pytest.mark.parametrize(("label", "strength"), [("Vary (Subtle)", 0.35),

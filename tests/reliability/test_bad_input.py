@@ -128,3 +128,18 @@ async def test_direct_message_jobs_belong_to_their_user(atelier: Atelier) -> Non
     again = await double.slash("recall", {"job": job_id}, user=double.alice,
                                channel=double.dm_channel(double.alice))
     assert not (await again.response()).ephemeral  # her own DM job is hers to recall
+
+
+async def test_a_jpeg_cut_short_fails_its_job_with_a_clear_message(atelier: Atelier) -> None:
+    """Only the header is read before answering Discord; the engine finds the rest missing."""
+    buffer = io.BytesIO()
+    Image.effect_noise((256, 256), 60).convert("RGB").save(buffer, format="JPEG", quality=95)
+    cut = buffer.getvalue()[: len(buffer.getvalue()) // 3]
+    handle = await atelier.double.slash(
+        "imagine", {"prompt": "a fox", "count": 1}, user=atelier.double.alice,
+        attachments={"image": ("cut.jpg", cut, "image/jpeg")})
+    message = await finished(handle)
+    assert "Failed — `the starting picture` is not a readable PNG, JPEG or WebP image" in (
+        message.content)
+    [job] = rows(atelier, "SELECT status FROM jobs")
+    assert job["status"] == "failed"

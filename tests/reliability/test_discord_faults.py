@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.delivery import Delivery
-from tests.e2e.conftest import Atelier, finished, image_size, job_id_of, rows
+from tests.e2e.conftest import Atelier, finished, image_size, job_id_of, posted, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -73,12 +73,12 @@ async def test_pictures_over_the_upload_limit_are_re_encoded(atelier: Atelier) -
     assert image_size(attachment.data) == (256, 256)
     # U1 fits its picture to the limit too; the lossless PNG stays in the store
     click = await atelier.double.click(message, message.buttons[0][0].custom_id or "")
-    single = await click.original()
+    single = await posted(click)
     assert single.attachments[0].filename.endswith(".webp")
     assert len(single.attachments[0].data) <= 20_000
     atelier.double.attachment_size_limit = 25 * 1024 * 1024
     click = await atelier.double.click(message, message.buttons[0][0].custom_id or "")
-    assert (await click.original()).attachments[0].filename.endswith(".png")
+    assert (await posted(click)).attachments[0].filename.endswith(".png")
 
 
 async def test_a_refused_upload_is_retried_smaller(atelier: Atelier) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Atelier, finished, job_id_of, pixels, rows
+from tests.e2e.conftest import Atelier, finished, job_id_of, pixels, posted, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +71,7 @@ async def test_flagged_pictures_are_veiled_outside_nsfw_channels(
     [flags] = rows(atelier, "SELECT group_concat(nsfw) FROM images WHERE job_id = ?",
                    job_id_of(veiled))
     assert flags[0] == "1,1"
-    single = await (await double.click(veiled, veiled.buttons[0][0].custom_id or "")).original()
+    single = await posted(await double.click(veiled, veiled.buttons[0][0].custom_id or ""))
     assert single.attachments[0].filename.startswith("SPOILER_")
 
 
