@@ -106,18 +106,21 @@ class Delivery:
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        delay = self._last_edit + PROGRESS_INTERVAL - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        async with self._lock:
-            render, self._pending = self._pending, None
-            if render is None or self._finished:
-                return
-            try:
-                await asyncio.wait_for(self._show(render), self.upload_timeout)
-            except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as error:
-                # Progress is best effort: the final edit tries again with the latest state.
-                log.warning("could not update job %s: %s", self.job.id, error)
+        # Loops, so that an update arriving during an edit is shown after it, not dropped.
+        while self._pending is not None and not self._finished:
+            delay = self._last_edit + PROGRESS_INTERVAL - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with self._lock:
+                render, self._pending = self._pending, None
+                if render is None or self._finished:
+                    return
+                try:
+                    await asyncio.wait_for(self._show(render), self.upload_timeout)
+                except (discord.HTTPException, aiohttp.ClientError, OSError,
+                        TimeoutError) as error:
+                    # Progress is best effort: the final edit tries again with the latest state.
+                    log.warning("could not update job %s: %s", self.job.id, error)
 
     async def finish(self, render: Render) -> int | None:
         """Show the final state now, trying again on Discord's errors and stalls; returns the
@@ -144,7 +147,7 @@ class Delivery:
             raise last
 
     async def _fit(self, render: Render, limit: int) -> Render:
-        """Re-encode pictures (WebP, then JPEG, smaller if need be) until they fit `limit`."""
+        """Re-encode pictures (WebP at falling qualities, then smaller) until they fit `limit`."""
         if render.size <= limit or not render.attachments:
             return render
         share = limit // len(render.attachments)

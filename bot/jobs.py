@@ -24,8 +24,8 @@ from bot.engine.types import (
     JobCancelled,
     Progress,
 )
-from bot.imaging import a1111_parameters, compose_grid, decode, encode_png, veil
-from bot.options import JobParameters, random_seed
+from bot.imaging import a1111_parameters, compose_grid, decode, encode_png, size_for, veil
+from bot.options import JobParameters, image_aspect, random_seed
 from bot.prompt import PromptError, parse_lora_tags
 from bot.replies import answer_error
 from bot.ui import cancel_view, result_view
@@ -106,6 +106,14 @@ class JobService:
                count: int, index: int | None = None, init_image: str | None = None,
                strength: float | None = None, scale: int = 1) -> JobRecord:
         """A new job continuing from `parent`, for whoever pressed, always with fresh seeds."""
+        width, height = parent.width * scale, parent.height * scale
+        if kind == "variation" and parent.kind == "upscale":
+            # Variations of an upscaled picture are made at the model's own size, not at twice
+            # it (four of those would be slow, and tiled).
+            family = self.bot.catalogue.get(
+                parent.model if parent.model in self.bot.catalogue.names() else None).family
+            width, height = size_for(image_aspect(parent.width, parent.height),
+                                     family.native_side, family.multiple)
         return replace(
             parent,
             id=new_job_id(),
@@ -116,8 +124,8 @@ class JobService:
             count=count,
             init_image=init_image,
             strength=strength,
-            width=parent.width * scale,
-            height=parent.height * scale,
+            width=width,
+            height=height,
             status=JobStatus.QUEUED,
             error=None,
             message_id=None,

@@ -137,7 +137,9 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
     """Options given explicitly win over inline `--parameters`, which win over saved defaults,
     which win over the model's own defaults. Raises `PromptError` naming what is wrong."""
     parsed = parsed or parse_prompt(options.prompt)
-    model = catalogue.get(_first(options.model, parsed.model, defaults.model, default=None))
+    # A saved default the server has since removed is no reason to refuse: the default serves.
+    saved_model = defaults.model if defaults.model in catalogue.names() else None
+    model = catalogue.get(_first(options.model, parsed.model, saved_model, default=None))
     family = model.family
 
     if options.aspect is not None:

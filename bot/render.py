@@ -15,9 +15,16 @@ def seeds_text(seeds: Sequence[int]) -> str:
     return f"seeds {seeds[0]}–{seeds[-1]}"
 
 
+# Room for the prompt in a message of at most 2000 characters, with the rest of the line and
+# a note under it.
+SHOWN_PROMPT_MAX = 1500
+
+
 def headline(job: JobRecord, user_id: int | None = None) -> str:
     """`**<prompt>** — <@author>`"""
     prompt = discord.utils.escape_mentions(discord.utils.escape_markdown(job.prompt))
+    if len(prompt) > SHOWN_PROMPT_MAX:  # escaping can double a prompt full of `_` or `*`
+        prompt = prompt[:SHOWN_PROMPT_MAX].rstrip("\\") + "…"
     return f"**{prompt}** — <@{user_id if user_id is not None else job.user_id}>"
 
 
@@ -63,7 +70,7 @@ def failed_text(job: JobRecord, reason: str) -> str:
 
 def no_job_text(job_id: str) -> str:
     """Foreign and unknown ids read alike, so nobody learns a job exists elsewhere."""
-    safe = discord.utils.escape_markdown(job_id[:32]).replace("`", "")
+    safe = job_id[:32].replace("`", "").replace("\n", " ")
     return f"No job `{safe}` in this server."
 
 

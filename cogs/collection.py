@@ -41,7 +41,7 @@ class Collection(commands.Cog):
         if found is None:
             return
         job, _ = found
-        if not may_manage(interaction, job):
+        if not (may_manage(interaction, job) or posted_for(interaction)):
             await answer_error(interaction, "Only the author of this job can delete it.")
             return
         await self.bot.repo.mark_deleted(job.id)
@@ -50,6 +50,13 @@ class Collection(commands.Cog):
             await interaction.delete_original_response()
         except discord.HTTPException as error:
             await answer_error(interaction, f"Could not delete the message: {error.text}")
+
+
+def posted_for(interaction: Interaction) -> bool:
+    """Whether the message was posted at this user's request (their `U<n>` press), so it is
+    theirs to remove too."""
+    metadata = interaction.message.interaction_metadata if interaction.message else None
+    return metadata is not None and metadata.user.id == interaction.user.id
 
 
 async def setup(bot: AtelierBot) -> None:

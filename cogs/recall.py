@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import nsfw_allowed, scope_of, visible_job
+from bot.delivery import fitted
 from bot.replies import answer_error
 from storage import JobRecord, JobStatus
 
@@ -38,7 +40,7 @@ class Recall(commands.Cog):
         bot.button_handlers["recall"] = self.on_open
 
     @app_commands.command(name="recall")
-    @app_commands.describe(job="The job's id, or words of its prompt to search for")
+    @app_commands.describe(job="The job's id (type words of its prompt to find it)")
     async def recall(self, interaction: Interaction,
                      job: app_commands.Range[str, 1, CHOICE_MAX]) -> None:
         """Post an earlier result again, with its buttons."""
@@ -73,16 +75,21 @@ class Recall(commands.Cog):
         shown = replace(job, nsfw_allowed=nsfw_allowed(interaction))
         try:
             result = await self.bot.jobs.result_render(shown, images)
-        except OSError:
+            pictures = [await fitted(attachment, interaction.filesize_limit)
+                        for attachment in result.attachments]
+            await interaction.edit_original_response(
+                content=result.content,
+                attachments=[picture.file() for picture in pictures],
+                view=result.view,
+            )
+        except Exception as error:
+            # No public "thinking…" left behind, whatever went wrong.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+            if not isinstance(error, OSError):
+                raise
             log.exception("could not read the pictures of job %s", job.id)
-            await interaction.delete_original_response()
             await answer_error(interaction, f"The pictures of job `{job.id}` are missing.")
-            return
-        await interaction.edit_original_response(
-            content=result.content,
-            attachments=[attachment.file() for attachment in result.attachments],
-            view=result.view,
-        )
 
 
 async def setup(bot: AtelierBot) -> None:

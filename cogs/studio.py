@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot import limits
 from bot.access import visible_image, visible_job
 from bot.imaging import ImageSizeError, check_pixels
 from bot.options import remix_text, resolve_remix
@@ -26,15 +25,20 @@ Interaction = discord.Interaction["AtelierBot"]
 log = logging.getLogger(__name__)
 
 
+# The form holds the prompt with its parameters written out (and `--no` text in the negative),
+# so more than the 1000 characters of a prompt; parsing still limits the prompt itself.
+REMIX_FIELD_MAX = 4000
+
+
 class RemixModal(discord.ui.Modal):
     """The prompt and parameters of the job about to run, to edit first."""
 
     prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
         label="Prompt", custom_id="prompt", style=discord.TextStyle.paragraph,
-        max_length=limits.PROMPT_MAX)
+        max_length=REMIX_FIELD_MAX)
     negative: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
         label="Negative prompt", custom_id="negative", style=discord.TextStyle.paragraph,
-        required=False, max_length=limits.PROMPT_MAX)
+        required=False, max_length=REMIX_FIELD_MAX)
 
     def __init__(self, title: str, job: JobRecord, on_submit: Callable[[Interaction, str, str],
                                                                          Awaitable[None]]) -> None:

@@ -70,10 +70,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _safetensors_keys(path: Path) -> list[str]:
     with path.open("rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        if length > 100_000_000:
-            raise ValueError(f"{path} does not look like a safetensors file")
-        header = json.loads(handle.read(length))
+        try:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                raise ValueError
+            header = json.loads(handle.read(length))
+        except (struct.error, ValueError):
+            raise ValueError(f"{path} does not look like a safetensors file") from None
     return [key for key in header if key != "__metadata__"]
 
 

@@ -9,7 +9,8 @@ from bot.engine.types import GenerationRequest
 
 
 class FairQueue:
-    """Per-user FIFO queues served round-robin. Not thread-safe: the executor holds its lock."""
+    """Per-user FIFO queues served round-robin. Not thread-safe: only the executor touches it,
+    on the event loop."""
 
     def __init__(self) -> None:
         self._queues: OrderedDict[str, deque[GenerationRequest]] = OrderedDict()

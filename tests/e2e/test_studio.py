@@ -164,3 +164,41 @@ async def test_delete_is_for_the_author_or_moderators(atelier: Atelier) -> None:
     [job] = rows(atelier, "SELECT status, deleted_at FROM jobs WHERE id = ?", job_id)
     assert job["status"] == "done" and job["deleted_at"] is not None
     assert len(rows(atelier, "SELECT * FROM images WHERE job_id = ?", job_id)) == 4
+
+
+async def test_whoever_posted_a_picture_may_delete_that_post(atelier: Atelier) -> None:
+    grid = await finished(await atelier.imagine("a red fox --seed 42"))
+    bobs = await posted(await atelier.double.click(grid, button(grid, "U3"),
+                                                   user=atelier.double.bob))
+    press = await atelier.double.click(bobs, button(bobs, "🗑️"), user=atelier.double.bob)
+    await bobs.wait_until(lambda m: m.deleted)
+    assert (await press.response()).type == 6  # acknowledged without a message
+    assert not grid.deleted
+
+
+async def test_variations_of_an_upscale_are_made_at_the_models_size(atelier: Atelier) -> None:
+    grid, single = await single_image(atelier, "a red fox --ar 3:2 --seed 42")
+    upscaled = await finished(await atelier.double.click(single, button(single, "Upscale (2x)")))
+    assert image_size(upscaled.attachment_bytes()) == (320, 208)
+    varied = await finished(await atelier.double.click(upscaled, button(upscaled, "V1")))
+    assert image_size(varied.attachment_bytes()) == (2 * 160, 2 * 104)  # four 160×104 cells
+    [job] = rows(atelier, "SELECT kind, width, height FROM jobs WHERE id = ?", job_id_of(varied))
+    assert (job["kind"], job["width"], job["height"]) == ("variation", 160, 104)
+
+
+async def test_remix_of_a_long_prompt_keeps_all_of_it(atelier: Atelier) -> None:
+    long_prompt = ("a very detailed watercolour of a lighthouse at dusk, " * 19).strip()[:990]
+    grid = await finished(await atelier.imagine(long_prompt, count=1))
+    assert atelier.bot is not None
+    from storage import UserSettings
+    await atelier.bot.repo.save_settings(UserSettings(atelier.double.alice.id, remix=True))
+    click = await atelier.double.click(grid, button(grid, "🔄"))
+    await click.response()
+    inputs = {c["custom_id"]: c for row in click.modal["components"]
+              for c in row.get("components", [row.get("component", {})])}
+    prefill = inputs["prompt"]["value"]
+    assert len(prefill) > 1000 and inputs["prompt"]["max_length"] >= len(prefill)
+    remixed = await finished(await atelier.double.submit_modal(
+        click.modal["custom_id"], {"prompt": prefill}))
+    [job] = rows(atelier, "SELECT prompt FROM jobs WHERE id = ?", job_id_of(remixed))
+    assert job["prompt"] == long_prompt

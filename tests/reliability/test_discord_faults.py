@@ -86,3 +86,22 @@ async def test_a_refused_upload_is_retried_smaller(atelier: Atelier) -> None:
     message = await finished(await atelier.imagine("a red fox --seed 6"), 60)
     [attachment] = message.attachments
     assert len(attachment.data) <= 30_000 and attachment.filename.endswith(".webp")
+
+
+async def test_a_result_discord_refuses_stays_done_and_is_delivered_after_a_restart(
+        atelier: Atelier) -> None:
+    handle = await atelier.imagine("a red fox --seed 8", count=1, steps=40)
+    placeholder = await handle.original()
+    await placeholder.wait_until(lambda m: not m.loading, 30)
+    refusal = atelier.double.fail("PATCH", EDIT, status=403, times=None,
+                                  body={"message": "Missing Permissions", "code": 50013})
+    await atelier.double.wait_for(lambda: rows(
+        atelier, "SELECT status FROM jobs")[0][0] == "done", 30)
+    await atelier.double.wait_for(lambda: refusal.hits >= 1, 30)
+    [job] = rows(atelier, "SELECT status, delivered_at FROM jobs")
+    assert job["status"] == "done" and job["delivered_at"] is None  # made, not lost, not shown
+    refusal.cancel()
+    await atelier.restart()
+    message = await finished(handle, 60)
+    assert message.id == placeholder.id and message.attachments
+    await delivered(atelier, job_id_of(message))

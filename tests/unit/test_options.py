@@ -192,8 +192,7 @@ def test_out_of_range_saved_settings_are_errors_too(catalogue: Catalogue) -> Non
 
 
 def test_unknown_model_lists_accepted_names(catalogue: Catalogue) -> None:
-    for kwargs in ({"model": "nope"}, {"prompt": "a cat --model nope"},
-                   {"defaults": UserSettings(user_id=1, model="nope")}):
+    for kwargs in ({"model": "nope"}, {"prompt": "a cat --model nope"}):
         message = _error(catalogue, **kwargs)  # type: ignore[arg-type]
         assert "`nope`" in message
         for name in ("tiny", "sd15", "xl"):
@@ -228,3 +227,11 @@ def test_random_seeds_vary_and_stay_in_range() -> None:
 def test_given_seed_is_kept(catalogue: Catalogue) -> None:
     assert _resolve(catalogue, prompt="a cat --seed 42").seed == 42
     assert _resolve(catalogue, seed=0).seed == 0
+
+
+def test_a_saved_model_the_server_removed_falls_back_to_the_default(
+        catalogue: Catalogue) -> None:
+    params = _resolve(catalogue, defaults=UserSettings(user_id=1, model="anime"))
+    assert params.model == TINY
+    # an explicit unknown model is still an error naming what exists
+    assert "Unknown model `anime`" in _error(catalogue, "a cat --model anime")

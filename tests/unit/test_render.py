@@ -1,0 +1,39 @@
+"""The words on Atelier's messages (SPEC §6)."""
+
+from __future__ import annotations
+
+from bot import render
+from storage import JobRecord
+
+
+def job(prompt: str = "a red fox", count: int = 4, seed: int = 42) -> JobRecord:
+    return JobRecord(id="k3f9x2ab", guild_id=1, channel_id=2, user_id=3, kind="imagine",
+                     prompt=prompt, negative="", model="tiny", sampler="euler", width=128,
+                     height=128, steps=30, guidance=7.0, seed=seed, count=count, created_at=0.0)
+
+
+def test_result_line_is_exactly_the_specs() -> None:
+    assert render.result_text(job()) == "**a red fox** — <@3> · seeds 42–45 · job `k3f9x2ab`"
+    assert render.result_text(job(count=1)) == "**a red fox** — <@3> · seed 42 · job `k3f9x2ab`"
+
+
+def test_placeholder_texts() -> None:
+    assert render.queued_text(job(), 2).endswith("\nQueued — position 2")
+    assert render.progress_text(job(), 12, 30).endswith("\nstep 12/30")
+    assert render.cancelled_text(job()).endswith("\nCancelled")
+
+
+def test_markdown_and_mentions_in_prompts_are_shown_as_typed() -> None:
+    text = render.result_text(job("**bold** @everyone"))
+    assert text.startswith("**\\*\\*bold\\*\\* @\u200beveryone** — <@3>")
+
+
+def test_the_result_fits_a_discord_message_whatever_the_prompt() -> None:
+    text = render.result_text(job("_" * 1000), hidden=[1, 2, 3, 4])
+    assert len(text) <= 2000
+    assert "· job `k3f9x2ab`" in text
+
+
+def test_unknown_ids_are_echoed_as_given() -> None:
+    assert render.no_job_text("a_b") == "No job `a_b` in this server."
+    assert render.no_job_text("x`y") == "No job `xy` in this server."
