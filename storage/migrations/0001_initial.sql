@@ -1,7 +1,10 @@
 -- Jobs, their images, per-user settings, favourites and a full-text index over prompts.
 
 CREATE TABLE jobs (
-    id                TEXT PRIMARY KEY,
+    -- An explicit integer key: the full-text index refers to jobs by rowid, and only a rowid
+    -- that is a declared INTEGER PRIMARY KEY is kept by VACUUM.
+    seq               INTEGER PRIMARY KEY,
+    id                TEXT NOT NULL UNIQUE,
     guild_id          INTEGER,                  -- NULL for direct messages
     channel_id        INTEGER NOT NULL,
     user_id           INTEGER NOT NULL,
