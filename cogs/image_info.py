@@ -45,7 +45,7 @@ def escaped(text: str) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
 
-def seeds_text(seeds: Sequence[int]) -> str:
+def numbered_seeds(seeds: Sequence[int]) -> str:
     """`1: 42 · 2: 43 · …`, numbered like the `U` buttons."""
     if len(seeds) == 1:
         return str(seeds[0])
@@ -87,7 +87,7 @@ def info_embed(job: JobRecord, images: Sequence[ImageRecord], children: Sequence
     if index is not None and 1 <= index <= len(seeds):
         embed.add_field(name="Seed", value=str(seeds[index - 1]))
     if len(seeds) > 1 or index is None:
-        embed.add_field(name="Seeds" if len(seeds) > 1 else "Seed", value=seeds_text(seeds),
+        embed.add_field(name="Seeds" if len(seeds) > 1 else "Seed", value=numbered_seeds(seeds),
                         inline=False)
     embed.add_field(name="Status", value=status_text(job))
     embed.add_field(name="Kind", value=job.kind)
