@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -18,6 +19,23 @@ from PIL import Image
 from bot.client import AtelierBot
 from bot.config import Settings
 from tests.double import DiscordDouble, InteractionHandle, Message, running_bot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bot_env(double: DiscordDouble | None = None, data_dir: Path | None = None,
+            **extra: str) -> dict[str, str]:
+    """The environment of a `python -m bot` process: ours without any Atelier setting, then
+    pointed at `double` with the tiny model in `data_dir`, then `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DISCORD_", "SD_", "DATA_DIR", "MAX_", "LOG_LEVEL", "RAY_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    if double is not None:
+        env.update(DISCORD_TOKEN=double.token, DISCORD_API_BASE=double.api_base,
+                   DISCORD_GATEWAY_URL=double.gateway_url, SD_MODEL="tiny")
+    if data_dir is not None:
+        env["DATA_DIR"] = str(data_dir)
+    return {**env, **extra}
 
 
 def settings_for(double: DiscordDouble, data_dir: Path, **overrides: Any) -> Settings:
@@ -64,15 +82,22 @@ class Atelier:
                                        user=user or self.double.alice)
 
 
-@pytest_asyncio.fixture
-async def atelier(discord_double: DiscordDouble, data_dir: Path) -> AsyncIterator[Atelier]:
-    runner = Atelier(discord_double, settings_for(discord_double, data_dir))
+@contextlib.asynccontextmanager
+async def running_atelier(double: DiscordDouble, settings: Settings) -> AsyncIterator[Atelier]:
+    """The bot with `settings`, stopped afterwards; the double must not have failed itself."""
+    runner = Atelier(double, settings)
     await runner.start()
     try:
         yield runner
     finally:
         await runner.stop()
-    assert not discord_double.server_errors, discord_double.server_errors
+    assert not double.server_errors, double.server_errors
+
+
+@pytest_asyncio.fixture
+async def atelier(discord_double: DiscordDouble, data_dir: Path) -> AsyncIterator[Atelier]:
+    async with running_atelier(discord_double, settings_for(discord_double, data_dir)) as runner:
+        yield runner
 
 
 async def finished(handle: InteractionHandle, timeout: float = 30) -> Message:

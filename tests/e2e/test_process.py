@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -12,23 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.double import DiscordDouble
-from tests.e2e.conftest import finished, image_size, pixels, posted
+from tests.e2e.conftest import bot_env, finished, image_size, pixels, posted
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DISCORD_", "SD_", "DATA_DIR", "MAX_", "LOG_LEVEL"))}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
 
 
 def test_without_a_token_it_says_what_to_set(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=clean_env(),
+    result = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=bot_env(),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stdout == ""
@@ -38,7 +28,7 @@ def test_without_a_token_it_says_what_to_set(tmp_path: Path) -> None:
 
 def test_a_malformed_setting_is_named_in_one_line(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("DISCORD_TOKEN=abc\nMAX_BATCH=lots\n")
-    result = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=clean_env(),
+    result = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=bot_env(),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -48,14 +38,7 @@ def test_a_malformed_setting_is_named_in_one_line(tmp_path: Path) -> None:
 
 async def test_python_m_bot_serves_imagine_and_stops_cleanly(
         discord_double: DiscordDouble, data_dir: Path, tmp_path: Path) -> None:
-    env = clean_env(
-        DISCORD_TOKEN=discord_double.token,
-        DISCORD_API_BASE=discord_double.api_base,
-        DISCORD_GATEWAY_URL=discord_double.gateway_url,
-        SD_MODEL="tiny",
-        DATA_DIR=str(data_dir),
-        LOG_LEVEL="DEBUG",
-    )
+    env = bot_env(discord_double, data_dir, LOG_LEVEL="DEBUG")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

@@ -20,7 +20,15 @@ import pytest
 import pytest_asyncio
 
 from tests.double import DiscordDouble
-from tests.e2e.conftest import Atelier, finished, image_size, pixels, settings_for
+from tests.e2e.conftest import (
+    Atelier,
+    bot_env,
+    finished,
+    image_size,
+    pixels,
+    running_atelier,
+    settings_for,
+)
 from tests.e2e.test_imagine import (  # noqa: F401  (collected again here, on Ray)
     test_buttons_work_after_a_restart,
     test_cancel_stops_a_running_job,
@@ -37,7 +45,6 @@ from tests.e2e.test_info import (  # noqa: F401
     test_info_shows_the_models_and_the_engine,
     test_info_shows_your_place_in_the_queue,
 )
-from tests.e2e.test_process import clean_env
 
 ray = pytest.importorskip("ray")
 
@@ -62,13 +69,8 @@ async def atelier(discord_double: DiscordDouble, data_dir: Path, ray_cluster: No
                   request: pytest.FixtureRequest) -> AsyncIterator[Atelier]:
     workers = 1 if request.node.originalname in ONE_WORKER else 2
     settings = settings_for(discord_double, data_dir, executor="ray", ray_workers=workers)
-    runner = Atelier(discord_double, settings)
-    await runner.start()
-    try:
+    async with running_atelier(discord_double, settings) as runner:
         yield runner
-    finally:
-        await runner.stop()
-    assert not discord_double.server_errors, discord_double.server_errors
 
 
 PROMPT = "a slow fox --seed 42 --steps 100 --n 2"
@@ -112,16 +114,7 @@ async def test_info_lists_the_workers_and_says_when_one_is_lost(atelier: Atelier
 
 async def test_python_m_bot_on_its_own_ray_stops_it_cleanly(
         discord_double: DiscordDouble, data_dir: Path, tmp_path: Path) -> None:
-    env = clean_env(
-        DISCORD_TOKEN=discord_double.token,
-        DISCORD_API_BASE=discord_double.api_base,
-        DISCORD_GATEWAY_URL=discord_double.gateway_url,
-        SD_MODEL="tiny",
-        DATA_DIR=str(data_dir),
-        EXECUTOR="ray",
-        RAY_WORKERS="2",
-    )
-    env.pop("RAY_ADDRESS", None)
+    env = bot_env(discord_double, data_dir, EXECUTOR="ray", RAY_WORKERS="2")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -13,9 +12,10 @@ import pytest
 import pytest_asyncio
 
 from tests.double import DiscordDouble
-from tests.e2e.conftest import atelier  # noqa: F401  (the in-process bot, for fault tests)
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.conftest import (
+    atelier,  # noqa: F401  (the in-process bot, for fault tests)
+    bot_env,
+)
 
 
 class BotProcess:
@@ -23,18 +23,8 @@ class BotProcess:
 
     def __init__(self, double: DiscordDouble, data_dir: Path, cwd: Path, **env: str) -> None:
         self.double = double
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_"))},
-            "PYTHONPATH": str(ROOT),
-            "DISCORD_TOKEN": double.token,
-            "DISCORD_API_BASE": double.api_base,
-            "DISCORD_GATEWAY_URL": double.gateway_url,
-            "SD_MODEL": "tiny",
-            "DATA_DIR": str(data_dir),
-            "LOG_LEVEL": "DEBUG",
-            "ATELIER_GUILD_READY_TIMEOUT": "0.05",
-            **env,
-        }
+        self.env = bot_env(double, data_dir, LOG_LEVEL="DEBUG",
+                           ATELIER_GUILD_READY_TIMEOUT="0.05", **env)
         self.cwd = cwd
         self.process: asyncio.subprocess.Process | None = None
         self.logs: list[str] = []
