@@ -37,7 +37,7 @@ ACTIONS = {
         Action("v", "V", numbered=True),
         Action("r", None, emoji="🔄"),
         Action("c", "Cancel", style=discord.ButtonStyle.danger),
-        Action("vs", "Vary (Subtle)", emoji=None),
+        Action("vs", "Vary (Subtle)"),
         Action("vx", "Vary (Strong)"),
         Action("up", "Upscale (2x)"),
         Action("fav", None, emoji="❤️"),

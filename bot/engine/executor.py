@@ -570,10 +570,6 @@ class LocalExecutor(Executor):
         self._slot = ThreadWorker(worker_factory, warm_up)
 
     @property
-    def _worker_factory(self) -> Callable[[], Worker]:
-        return self._slot.factory
-
-    @property
     def worker(self) -> Worker | None:
         return self._slot.worker
 

@@ -85,8 +85,6 @@ def resolve_dtype(setting: str, device: str) -> Any:
 
 
 def _quiet_libraries() -> None:
-    import warnings
-
     import diffusers
     import transformers
 

@@ -65,7 +65,7 @@ async def start_executor(
 
     yield start
     for executor in started:
-        factory = executor._worker_factory
+        factory = executor._slot.factory
         if isinstance(factory, Gate):
             factory.open()  # a test that failed before opening its gate must not hang here
         if isinstance(executor.worker, HoldFirstCall):
