@@ -1,23 +1,27 @@
 # Set-up on a fresh machine is two commands: `make run` starts the bot, `make test` runs the suite.
-# Both create .venv if it is missing and install what is needed; on a machine without an NVIDIA
-# GPU, the CPU build of torch is installed first (a plain `pip install torch` pulls CUDA).
+# Both create .venv if it is missing and install the exact versions of requirements.lock; torch
+# comes first, at the version the project is tested with: the CPU build on a machine without an
+# NVIDIA GPU (a plain `pip install torch` pulls the CUDA build, several GB).
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
+# torch's CUDA runtime comes with the torch build installed first, never from the lock.
+CUDA_RUNTIME := ^(nvidia-|cuda-|triton)
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck bench lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PIP) install --quiet --upgrade pip
 	@if ! $(PY) -c "import torch" 2>/dev/null && ! command -v nvidia-smi >/dev/null 2>&1; then \
 		echo "No NVIDIA GPU found: installing the CPU build of torch $(TORCH_VERSION)"; \
 		if $(PY) -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" \
@@ -28,7 +32,8 @@ $(STAMP): pyproject.toml
 			$(PIP) install --quiet "torch==$(TORCH_VERSION)"; \
 		fi; \
 	fi
-	@$(PIP) install --quiet -e ".[test,ray]"
+	@$(PIP) install --quiet -r $(LOCK)
+	@$(PIP) install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -45,6 +50,19 @@ bench: $(STAMP)
 	@$(PY) bench/gpu.py $(if $(shell command -v nvidia-smi),,--smoke)
 	@$(PY) bench/loop.py
 	@$(PY) bench/history.py
+
+# Refresh requirements.lock on purpose (new releases, a changed pyproject.toml): every package the
+# project and its test and ray extras need, at exact versions, for any platform, torch pinned.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install --quiet "uv==$(UV_VERSION)"
+	@echo "torch==$(TORCH_VERSION)" > $(VENV)/torch-pin.txt
+	@$(VENV)/bin/uv pip compile pyproject.toml --quiet --extra test --extra ray --universal \
+		--python-version 3.11 --constraint $(VENV)/torch-pin.txt --output-file $(LOCK) \
+		$$($(VENV)/bin/uv pip compile pyproject.toml --quiet --extra test --extra ray --universal \
+			--python-version 3.11 --constraint $(VENV)/torch-pin.txt --no-header --no-annotate \
+			| grep -E '$(CUDA_RUNTIME)' | cut -d= -f1 | sed 's/^/--no-emit-package /')
+	@echo "wrote $(LOCK)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

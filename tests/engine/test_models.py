@@ -111,7 +111,19 @@ def test_single_files_load_offline_and_match_their_folders(model_files: ModelFil
     assert worker.specs["file"].sdxl == (kind == "xl_file")
     from_file = one(worker, model="file", seeds=(5,), steps=3)
     from_folder = one(worker, model="folder", seeds=(5,), steps=3)
-    assert difference(from_file.images[0], from_folder.images[0]) == 0  # the very same weights
+    # The very same weights, bit for bit...
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        ours = getattr(worker.model("file").pipe, part, None)
+        theirs = getattr(worker.model("folder").pipe, part, None)
+        if ours is None:
+            continue
+        mine, other = ours.state_dict(), theirs.state_dict()
+        assert mine.keys() == other.keys(), part
+        assert all(torch.equal(mine[key], other[key]) for key in mine), part
+    # ...but not always the same pictures to the last bit: a folder's weights are memory-mapped
+    # at whatever offset they have in their file, and the CPU's matrix kernels round differently
+    # for memory that is not 64-byte aligned (SDXL's `text_projection`, seen on some machines).
+    assert difference(from_file.images[0], from_folder.images[0]) <= 1
 
 
 def test_a_single_file_without_its_base_configs_fails_clearly(
