@@ -67,7 +67,7 @@ class JobService:
         if blocked is not None:
             raise JobRefused(f"The prompt contains a word this server does not allow (`{blocked}`)")
         saved = await self.bot.repo.insert_job(job, settings.max_queue_per_user,
-                                               settings.rate_limit_per_minute)
+                                               settings.rate_limit_per_minute or None)
         if saved is not None:
             return saved
         active = await self.bot.repo.active_job_count(job.user_id)
