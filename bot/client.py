@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from bot.catalogue import Catalogue
 from bot.config import ConfigError, Settings
 from bot.engine.executor import Executor, LocalExecutor
 from bot.engine.types import GenerationRequest
-from bot.engine.worker import Worker, WorkerConfig
+from bot.engine.worker import Worker, WorkerConfig, import_libraries
 from bot.jobs import JobService
 from bot.loopwatch import LoopWatch
 from bot.replies import OUR_FAULT, answer_error
@@ -95,6 +96,14 @@ class AtelierBot(commands.Bot):
         self.loop_watch.start()
         self.repo = Repository(await open_database(self.settings.database_path))
         self.store = ImageStore(self.settings.images_dir)
+        if self.settings.executor == "local":
+            seconds = await asyncio.to_thread(import_libraries)
+            log.info("imported torch and diffusers in %.1f s", seconds)
+            # The libraries leave a million objects that live as long as the process. A full
+            # garbage collection walks them all while holding the GIL (a quarter of a second
+            # here, whenever the engine frees a model), and the event loop waits meanwhile;
+            # frozen, collections skip them.
+            gc.freeze()
         self.executor = self._make_executor()
         self.executor.start()
         self.jobs = JobService(self)

@@ -84,6 +84,27 @@ def resolve_dtype(setting: str, device: str) -> Any:
     return getattr(torch, setting)
 
 
+def import_libraries() -> float:
+    """Import torch, diffusers and transformers; returns the seconds it took.
+
+    Importing them holds the GIL for seconds (native libraries load, thousands of modules run),
+    which would stall the event loop just as the first interactions arrive: the bot does it
+    before it connects to Discord (in a thread, so the loop stays free meanwhile), rather than
+    leaving it to the engine's thread."""
+    started = time.perf_counter()
+    import torch  # noqa: F401
+    from diffusers import (  # noqa: F401  (pipelines import lazily, on first use)
+        AutoPipelineForImage2Image,
+        AutoPipelineForText2Image,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
+
+    _quiet_libraries()
+    return time.perf_counter() - started
+
+
 def _quiet_libraries() -> None:
     import diffusers
     import transformers
