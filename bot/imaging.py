@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 
 from PIL import Image, ImageFilter, PngImagePlugin
 
 from bot import limits
+from bot.engine import canvas
 from bot.prompt import Aspect
 
 
@@ -18,14 +18,7 @@ class ImageSizeError(ValueError):
 
 def size_for(aspect: Aspect, native_side: int, multiple: int = 8) -> tuple[int, int]:
     """Map an aspect ratio onto the model's native area, both sides rounded to `multiple`."""
-    area = native_side * native_side
-    width = math.sqrt(area * aspect.ratio)
-    height = width / aspect.ratio
-    return _round_to(width, multiple), _round_to(height, multiple)
-
-
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return canvas.size_for(aspect.ratio, native_side, multiple)
 
 
 def check_pixels(width: int, height: int) -> None:
