@@ -22,6 +22,7 @@ from bot.engine.types import (
     GenerationRequest,
     GenerationResult,
     JobCancelled,
+    Mode,
     Progress,
 )
 from bot.imaging import a1111_parameters, compose_grid, decode, encode_png, size_for, veil
@@ -248,6 +249,7 @@ class JobService:
             guidance=job.guidance,
             sampler=job.sampler,
             seeds=tuple(job.seeds),
+            mode=Mode.TXT2IMG if init_image is None else Mode.IMG2IMG,
             init_image=init_image,
             strength=job.strength,
             loras=loras,

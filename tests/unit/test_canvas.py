@@ -1,4 +1,4 @@
-"""The geometry of Zoom Out, Pan, Make Square and Vary (Region) cells, and the keep rule (SPEC §3.1)."""
+"""Zoom Out, Pan, Make Square and Vary (Region) geometry, and the keep rule (SPEC §3.1)."""
 
 from __future__ import annotations
 
