@@ -1,6 +1,6 @@
-"""Inpainting on the tiny model: the picture on a larger canvas (Zoom Out, Pan, Make Square) or under a
-mask (Vary (Region)), with the model itself and with a dedicated 9-channel inpainting model. The kept
-area is the picture's own pixels; the new area is generated."""
+"""Inpainting on the tiny model: the picture on a larger canvas (Zoom Out, Pan, Make Square) or
+under a mask (Vary (Region)), with the model itself and with a dedicated 9-channel inpainting
+model. The kept area is the picture's own pixels; the new area is generated."""
 
 from __future__ import annotations
 
