@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from PIL import Image, ImageFilter, PngImagePlugin
+from PIL import Image, ImageFilter
 
 from bot import limits
 from bot.engine import canvas
+from bot.engine.pngmeta import a1111_parameters, encode_png  # noqa: F401  (pictures' PNGs)
 from bot.prompt import Aspect
 
 
@@ -43,52 +44,10 @@ def compose_grid(images: Sequence[Image.Image]) -> Image.Image:
     return grid
 
 
-def encode_png(image: Image.Image, parameters: str | None = None) -> bytes:
-    """PNG bytes; `parameters` goes into the tEXt chunk AUTOMATIC1111, ComfyUI and Civitai read."""
-    info = None
-    if parameters is not None:
-        info = PngImagePlugin.PngInfo()
-        info.add_text("parameters", parameters)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
-    return buffer.getvalue()
-
-
 def decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
-
-
-def a1111_parameters(
-    *,
-    prompt: str,
-    negative: str,
-    steps: int,
-    sampler: str,
-    guidance: float,
-    seed: int,
-    width: int,
-    height: int,
-    model: str,
-    strength: float | None = None,
-) -> str:
-    """The `parameters` text in AUTOMATIC1111's layout, so the PNG opens with its settings."""
-    lines = [prompt]
-    if negative:
-        lines.append(f"Negative prompt: {negative}")
-    fields = [
-        f"Steps: {steps}",
-        f"Sampler: {sampler}",
-        f"CFG scale: {guidance:g}",
-        f"Seed: {seed}",
-        f"Size: {width}x{height}",
-        f"Model: {model}",
-    ]
-    if strength is not None:
-        fields.append(f"Denoising strength: {strength:g}")
-    lines.append(", ".join(fields))
-    return "\n".join(lines)
 
 
 def veil(image: Image.Image) -> Image.Image:

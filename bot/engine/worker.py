@@ -18,11 +18,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bot.engine import canvas
 from bot.engine.conditioning import Conditioning, encode_pair
 from bot.engine.loras import find_lora, lora_files
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.modes import MODES, Inputs, ModeSpec
 from bot.engine.optimise import optimise, warm_up
+from bot.engine.pngmeta import a1111_parameters, encode_png
 from bot.engine.preview import latents_to_png
 from bot.engine.samplers import make_scheduler, sampler
 from bot.engine.tiny import TINY_SOURCES, build_tiny, build_tiny_inpaint
@@ -33,7 +35,6 @@ from bot.engine.types import (
     GenerationResult,
     Mode,
 )
-from bot.imaging import a1111_parameters, encode_png
 from bot.prompt import strip_lora_tags
 
 log = logging.getLogger(__name__)
@@ -613,6 +614,8 @@ class Worker:
             height=picture.height,
             model=request.model,
             strength=request.strength,
+            # A1111's name for how far the redrawn area fades into the kept picture
+            extra=(("Mask blur", str(canvas.KEPT_BEYOND)),) if request.mode is Mode.INPAINT else (),
         )
         return GeneratedImage(
             seed=seed,

@@ -89,7 +89,9 @@ def test_the_dedicated_inpainting_model_draws_its_own_pictures(
     dedicated = run(worker, replace(request, model="dedicated"))["edit"]
     assert np.abs(pixels(plain.images[0]) - pixels(dedicated.images[0])).mean() > 5
     assert "dedicated:inpaint@cpu" in worker.loaded_models()
-    assert "Model: dedicated" in Image.open(io.BytesIO(dedicated.images[0].png)).info["parameters"]
+    text = Image.open(io.BytesIO(dedicated.images[0].png)).info["parameters"]
+    assert "Model: dedicated" in text
+    assert "Denoising strength: 1, Mask blur: 7" in text  # what A1111 writes for inpainting
 
 
 def test_pan_keeps_the_picture_at_full_size_on_a_wider_canvas(
