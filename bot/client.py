@@ -17,6 +17,7 @@ from bot.config import ConfigError, Settings
 from bot.engine.executor import Executor, LocalExecutor
 from bot.engine.types import GenerationRequest
 from bot.engine.worker import Worker, WorkerConfig
+from bot.housekeeping import Housekeeping
 from bot.jobs import JobService
 from bot.loopwatch import LoopWatch
 from bot.replies import OUR_FAULT, answer_error
@@ -72,6 +73,7 @@ class AtelierBot(commands.Bot):
     store: ImageStore
     executor: Executor
     jobs: JobService
+    housekeeping: Housekeeping
 
     def __init__(self, settings: Settings) -> None:
         intents = discord.Intents.none()
@@ -95,6 +97,9 @@ class AtelierBot(commands.Bot):
         self.loop_watch.start()
         self.repo = Repository(await open_database(self.settings.database_path))
         self.store = ImageStore(self.settings.images_dir)
+        self.housekeeping = Housekeeping(self.store, self.repo, self.settings.thumbnails_dir)
+        # Beside the start-up, not before it: a large store takes a while to walk.
+        self._sweep = asyncio.create_task(self.housekeeping.sweep(), name="sweep")
         self.executor = self._make_executor()
         self.executor.start()
         self.jobs = JobService(self)
@@ -182,6 +187,9 @@ class AtelierBot(commands.Bot):
             await self.executor.close()
         if hasattr(self, "jobs"):
             await self.jobs.wait_idle()
+        if hasattr(self, "_sweep"):
+            self._sweep.cancel()  # the next start sweeps again
+            await asyncio.gather(self._sweep, return_exceptions=True)
         await super().close()
         if hasattr(self, "repo"):
             await self.repo.close()
