@@ -75,6 +75,11 @@ class Housekeeping:
         began = time.time() - SWEEP_MARGIN
         try:
             keep = await self.repo.files_in_use()
+            if not keep:
+                # No picture in the database beside a store that may hold thousands is more
+                # likely a replaced or restored database than a clean slate: keep the files.
+                log.info("start-up sweep skipped: the database refers to no pictures")
+                return 0
 
             def remove() -> int:
                 return (sweep_folder(self.store.root, keep, began)
