@@ -112,7 +112,9 @@ def to_srgb(image: Image.Image) -> Image.Image:
         flat = Image.new(with_alpha.mode[:-1], image.size, "white")
         flat.paste(with_alpha, mask=with_alpha.getchannel("A"))
         image = flat
-    # 3. Colours to sRGB
+    # 3. Colours to sRGB (a palette is expanded first: colour transforms work on pixels)
+    if image.mode not in ("L", "RGB", "CMYK"):
+        image = image.convert("RGB")
     if profile:
         image = _from_profile(image, profile)
     rgb = image.convert("RGB")

@@ -238,6 +238,14 @@ def test_colours_are_converted_from_the_embedded_profile(profile: bytes,
     assert np.abs(stored[8, 8] - colours[0]).max() > 20
 
 
+def test_a_palette_picture_with_a_profile_is_converted() -> None:
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([255, 0, 0])
+    stored = np.asarray(_decoded(normalise(_encode(palette, "PNG",
+                                                   icc_profile=swapped_profile()))[0]))
+    assert list(stored[4, 4]) == [0, 255, 0]  # red in that space is sRGB's green
+
+
 @pytest.mark.parametrize("profile", [b"not a profile", b"\0" * 200, adobe_rgb_profile()[:100]])
 def test_an_unreadable_profile_is_taken_as_srgb(profile: bytes) -> None:
     picture = _picture()
