@@ -52,6 +52,8 @@ class Settings:
     upscale_strength: float = 0.3
     # Not in the user-facing table: lets tests shorten discord.py's wait for guilds.
     guild_ready_timeout: float = 2.0
+    # Nor this: how long fetching an uploaded picture from Discord may take (tests stall it).
+    download_timeout: float = 10.0
 
     @property
     def database_path(self) -> Path:
@@ -60,6 +62,10 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbs"
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:

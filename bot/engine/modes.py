@@ -7,20 +7,15 @@ images) and, where the mode needs it, a finishing step for each picture the pipe
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from bot.engine import canvas
+from bot.engine.pictures import decode_picture
 from bot.engine.types import EngineError, GenerationRequest, Mode
-
-# Pictures the engine is given come from the image store: uploads were checked and normalised, the
-# rest it made itself. This bound only keeps a damaged or foreign file from decoding to gigabytes.
-PICTURE_MAX_SIDE = 8192
 
 
 def _unchanged(picture: Image.Image) -> Image.Image:
@@ -40,25 +35,6 @@ class ModeSpec:
     pipeline: str  # a diffusers `AutoPipelineFor…` class, made with `from_pipe`
     prepare: Callable[[GenerationRequest], Inputs]
     call: Callable[[GenerationRequest], dict[str, Any]]  # arguments shared by the whole call
-
-
-def decode_picture(data: bytes | None, what: str) -> Image.Image:
-    """An encoded picture, upright, in RGB; `EngineError` naming `what` when it cannot be read."""
-    if data is None:
-        raise EngineError(f"This job has no {what}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                if max(image.size) > PICTURE_MAX_SIDE:
-                    raise EngineError(f"The {what} is too large ({image.width}×{image.height})")
-                image.load()
-                return ImageOps.exif_transpose(image).convert("RGB")
-    except EngineError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning):
-        raise EngineError(f"The {what} of this job cannot be read") from None
 
 
 # ---- txt2img ------------------------------------------------------------------------------------
