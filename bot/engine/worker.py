@@ -499,7 +499,7 @@ class Worker:
                 continue
             started = time.perf_counter()
             try:
-                made = self._call(loaded, mode, live, conditioning, inputs, report, cancelled)
+                made = self._call(loaded, live, mode, conditioning, inputs, report, cancelled)
             except Exception as error:
                 if not _is_out_of_memory(error):
                     raise
@@ -523,8 +523,8 @@ class Worker:
     def _call(
         self,
         loaded: _Loaded,
-        mode: ModeSpec,
         slots: list[tuple[GenerationRequest, int]],
+        mode: ModeSpec,
         conditioning: dict[tuple[str, str], tuple[Conditioning, Conditioning]],
         inputs: dict[str, Inputs],
         report: Reporter | None,
