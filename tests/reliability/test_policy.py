@@ -43,6 +43,23 @@ async def test_blocked_words_are_refused(atelier: Atelier) -> None:
     assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 1
 
 
+async def test_blocked_words_are_refused_in_disguise(atelier: Atelier) -> None:
+    await atelier.restart(blocked_words=("gore", "blood bath"))
+    for prompt, negative, word in (
+            ("two gores", None, "gore"), ("bloody_gore", None, "gore"), ("ｇｏｒｅ", None, "gore"),
+            ("go\u200bre", None, "gore"), ("g.o.r.e", None, "gore"),
+            ("a bloodbath", None, "blood bath"), ("a fox", "blood baths", "blood bath")):
+        options = {"negative": negative} if negative else {}
+        answer = await (await atelier.imagine(prompt, **options)).response()
+        assert answer.ephemeral, prompt
+        assert answer.data["content"] == (
+            f"❌ The prompt contains a word this server does not allow (`{word}`)")
+    assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 0
+    allowed = await atelier.imagine("a gorgeous bath, gory-free class", count=1)
+    assert (await allowed.response()).type == 5
+    assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 1
+
+
 async def test_a_user_may_start_only_so_many_jobs_a_minute(atelier: Atelier) -> None:
     await atelier.restart(rate_limit_per_minute=2, max_queue_per_user=10)
     for i in range(2):
