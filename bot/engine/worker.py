@@ -64,6 +64,15 @@ CancelCheck = Callable[[str], bool]
 Outcome = GenerationResult | BaseException
 
 
+class _JobRefused(Exception):
+    """One job of a batch cannot run (its prompt is too long, say); the others can."""
+
+    def __init__(self, job_id: str, error: EngineError) -> None:
+        super().__init__(str(error))
+        self.job_id = job_id
+        self.error = error
+
+
 def resolve_device(setting: str) -> str:
     import torch
 
@@ -347,6 +356,10 @@ class Worker:
         started = time.perf_counter()
         try:
             outcomes = self._run_together(requests, report, cancelled)
+        except _JobRefused as refused:
+            others = [request for request in requests if request.job_id != refused.job_id]
+            outcomes = self.run(others, report, cancelled) if others else {}
+            return {**outcomes, refused.job_id: refused.error}
         except EngineError as error:
             return {request.job_id: error for request in requests}
         except Exception:
@@ -440,10 +453,15 @@ class Worker:
 
         pipe = loaded.pipe
         device = pipe._execution_device
+        encoded = {}
         with torch.inference_mode():
-            return {request.job_id: encode_pair(pipe, strip_lora_tags(request.prompt),
-                                                request.negative, device)
-                    for request in requests}
+            for request in requests:
+                try:
+                    encoded[request.job_id] = encode_pair(pipe, strip_lora_tags(request.prompt),
+                                                          request.negative, device)
+                except EngineError as error:  # its prompt: the job fails alone
+                    raise _JobRefused(request.job_id, error) from error
+        return encoded
 
     def _call(
         self,
