@@ -166,9 +166,10 @@ async def test_the_engine_refuses_what_the_bot_could_not_count(atelier: Atelier)
     # The tiny model's vocabulary has one token per letter: 80 words of 10 letters are 800
     # tokens, 11 chunks, though a real CLIP vocabulary needs 2. Only the engine can tell.
     message = await finished(await atelier.imagine("lighthouse " * 80, count=1))
+    job_id = job_id_of(message)
     assert message.content.split("\n")[1] == (
         "Failed — The prompt needs 11 chunks of 75 tokens; at most 8 are allowed (each `BREAK` "
-        f"starts a new chunk, and each `::` part has chunks of its own) · job `{job_id_of(message)}`")
+        f"starts a new chunk, and each `::` part has chunks of its own) · job `{job_id}`")
     assert not message.attachments and not message.buttons
     [job] = rows(atelier, "SELECT status, error FROM jobs")
     assert job["status"] == "failed" and job["error"].startswith("The prompt needs 11 chunks")
