@@ -73,6 +73,7 @@ class Imagine(commands.Cog):
         )
         try:
             defaults = await self.bot.repo.settings(interaction.user.id)
+            await self.bot.catalogue.refresh_loras()
             init_sha = None
             if image is not None:
                 # Checked here without decoding (Discord waits 3 s for an answer); stored as

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.engine.conditioning import Conditioning, encode_pair
-from bot.engine.loras import find_lora, lora_files
+from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.optimise import optimise, warm_up
 from bot.engine.preview import latents_to_png
@@ -136,6 +136,7 @@ class Worker:
         self.specs = {spec.name: spec for spec in config.models}
         # LoRA adapters patch the separate q/k/v projections: left unfused where LoRAs may be used.
         self.fuse_qkv = config.lora_dir is None
+        self._loras = LoraFolder(config.lora_dir)
         self._adapter_ids = itertools.count(1)
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self.jobs_done = 0
@@ -289,7 +290,7 @@ class Worker:
     def _adapter(self, loaded: _Loaded, name: str, wanted: set[str]) -> str:
         """The adapter of LoRA `name` in `loaded`, loaded from LORA_DIR unless it is already
         (and the file has not changed since)."""
-        files = lora_files(self.config.lora_dir)
+        files = self._loras.files()
         found = find_lora(files, name)
         if found is None:
             raise EngineError(f"LoRA `{name}` is not in LORA_DIR")
