@@ -377,6 +377,23 @@ async def test_toggle_favourite(repo: Repository) -> None:
         await repo.toggle_favourite(10, "nosuchjb", 0)
 
 
+async def test_deleted_messages_are_kept_per_message(repo: Repository) -> None:
+    job = await _done(repo, "a fox")
+    other = await _done(repo, "a dog")
+    await repo.record_deleted_message(501, job.id, 2, 10)
+    await repo.record_deleted_message(502, job.id, 0, 11)
+    await repo.record_deleted_message(503, job.id, 2, 10)  # image 3 posted and deleted twice
+    await repo.record_deleted_message(501, job.id, 2, 12)  # the same message again: kept once
+    assert await repo.deleted_pictures([job.id, other.id, "nosuchjb"]) == {job.id: (0, 2)}
+    assert await repo.deleted_pictures([]) == {}
+    assert await _scalar(repo, "SELECT deleted_by FROM deleted_messages WHERE message_id = 501") \
+        == 10
+    stored = await repo.job(job.id)  # the job itself is not marked
+    assert stored is not None and stored.deleted_at is None
+    with pytest.raises(sqlite3.IntegrityError):
+        await repo.record_deleted_message(504, "nosuchjb", 0, 10)
+
+
 async def test_full_text_index_stays_in_sync(repo: Repository) -> None:
     job = await _done(repo, "a lighthouse at night")
     kept = await _done(repo, "a lighthouse by day")
