@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -16,7 +17,8 @@ from bot.catalogue import Catalogue
 from bot.config import ConfigError, Settings
 from bot.engine.executor import Executor, LocalExecutor
 from bot.engine.types import GenerationRequest
-from bot.engine.worker import Worker, WorkerConfig
+from bot.engine.worker import Worker, WorkerConfig, import_libraries
+from bot.housekeeping import Housekeeping
 from bot.jobs import JobService
 from bot.loopwatch import LoopWatch
 from bot.replies import OUR_FAULT, answer_error
@@ -72,6 +74,7 @@ class AtelierBot(commands.Bot):
     store: ImageStore
     executor: Executor
     jobs: JobService
+    housekeeping: Housekeeping
 
     def __init__(self, settings: Settings) -> None:
         intents = discord.Intents.none()
@@ -95,6 +98,17 @@ class AtelierBot(commands.Bot):
         self.loop_watch.start()
         self.repo = Repository(await open_database(self.settings.database_path))
         self.store = ImageStore(self.settings.images_dir)
+        self.housekeeping = Housekeeping(self.store, self.repo, self.settings.thumbnails_dir)
+        # Beside the start-up, not before it: a large store takes a while to walk.
+        self._sweep = asyncio.create_task(self.housekeeping.sweep(), name="sweep")
+        if self.settings.executor == "local":
+            seconds = await asyncio.to_thread(import_libraries)
+            log.info("imported torch and diffusers in %.1f s", seconds)
+            # The libraries leave a million objects that live as long as the process. A full
+            # garbage collection walks them all while holding the GIL (a quarter of a second
+            # here, whenever the engine frees a model), and the event loop waits meanwhile;
+            # frozen, collections skip them.
+            gc.freeze()
         self.executor = self._make_executor()
         self.executor.start()
         self.jobs = JobService(self)
@@ -182,6 +196,9 @@ class AtelierBot(commands.Bot):
             await self.executor.close()
         if hasattr(self, "jobs"):
             await self.jobs.wait_idle()
+        if hasattr(self, "_sweep"):
+            self._sweep.cancel()  # the next start sweeps again
+            await asyncio.gather(self._sweep, return_exceptions=True)
         await super().close()
         if hasattr(self, "repo"):
             await self.repo.close()

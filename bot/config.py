@@ -44,7 +44,7 @@ class Settings:
     ray_address: str = ""
     ray_workers: int | None = None
     log_level: str = "INFO"
-    rate_limit_per_minute: int = 10
+    rate_limit_per_minute: int = 0  # 0 = no limit
     blocked_words: tuple[str, ...] = ()
     allowed_channels: tuple[int, ...] = ()
     vary_subtle_strength: float = 0.35
@@ -52,6 +52,8 @@ class Settings:
     upscale_strength: float = 0.3
     # Not in the user-facing table: lets tests shorten discord.py's wait for guilds.
     guild_ready_timeout: float = 2.0
+    # Nor this: how long fetching an uploaded picture from Discord may take (tests stall it).
+    download_timeout: float = 10.0
 
     @property
     def database_path(self) -> Path:
@@ -60,6 +62,10 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbs"
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
@@ -81,6 +87,13 @@ def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
         raise ValueError(raw)
     return value
 
@@ -186,8 +199,8 @@ def load_settings(
         ray_workers=_parse(env, "RAY_WORKERS", None, _positive_int, "a whole number ≥ 1"),
         log_level=_parse(env, "LOG_LEVEL", "INFO", lambda r: _choice(LOG_LEVELS)(r.upper()),
                          "one of " + ", ".join(LOG_LEVELS)),
-        rate_limit_per_minute=_parse(env, "RATE_LIMIT_PER_MINUTE", 10, _positive_int,
-                                     "a whole number ≥ 1"),
+        rate_limit_per_minute=_parse(env, "RATE_LIMIT_PER_MINUTE", 0, _count,
+                                     "a whole number ≥ 0 (0 = no limit)"),
         blocked_words=_parse(env, "BLOCKED_WORDS", (), _words, "comma-separated words"),
         allowed_channels=_parse(env, "ALLOWED_CHANNELS", (), _ids,
                                 "comma-separated channel ids"),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 
-from PIL import Image, ImageFilter, PngImagePlugin
+from PIL import Image, ImageFilter
 
 from bot import limits
+from bot.engine import canvas
+from bot.engine.pngmeta import a1111_parameters, encode_png  # noqa: F401  (pictures' PNGs)
 from bot.prompt import Aspect
 
 
@@ -18,14 +19,7 @@ class ImageSizeError(ValueError):
 
 def size_for(aspect: Aspect, native_side: int, multiple: int = 8) -> tuple[int, int]:
     """Map an aspect ratio onto the model's native area, both sides rounded to `multiple`."""
-    area = native_side * native_side
-    width = math.sqrt(area * aspect.ratio)
-    height = width / aspect.ratio
-    return _round_to(width, multiple), _round_to(height, multiple)
-
-
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return canvas.size_for(aspect.ratio, native_side, multiple)
 
 
 def check_pixels(width: int, height: int) -> None:
@@ -50,52 +44,10 @@ def compose_grid(images: Sequence[Image.Image]) -> Image.Image:
     return grid
 
 
-def encode_png(image: Image.Image, parameters: str | None = None) -> bytes:
-    """PNG bytes; `parameters` goes into the tEXt chunk AUTOMATIC1111, ComfyUI and Civitai read."""
-    info = None
-    if parameters is not None:
-        info = PngImagePlugin.PngInfo()
-        info.add_text("parameters", parameters)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
-    return buffer.getvalue()
-
-
 def decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
-
-
-def a1111_parameters(
-    *,
-    prompt: str,
-    negative: str,
-    steps: int,
-    sampler: str,
-    guidance: float,
-    seed: int,
-    width: int,
-    height: int,
-    model: str,
-    strength: float | None = None,
-) -> str:
-    """The `parameters` text in AUTOMATIC1111's layout, so the PNG opens with its settings."""
-    lines = [prompt]
-    if negative:
-        lines.append(f"Negative prompt: {negative}")
-    fields = [
-        f"Steps: {steps}",
-        f"Sampler: {sampler}",
-        f"CFG scale: {guidance:g}",
-        f"Seed: {seed}",
-        f"Size: {width}x{height}",
-        f"Model: {model}",
-    ]
-    if strength is not None:
-        fields.append(f"Denoising strength: {strength:g}")
-    lines.append(", ".join(fields))
-    return "\n".join(lines)
 
 
 def veil(image: Image.Image) -> Image.Image:

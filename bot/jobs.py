@@ -22,6 +22,7 @@ from bot.engine.types import (
     GenerationRequest,
     GenerationResult,
     JobCancelled,
+    Mode,
     Progress,
 )
 from bot.imaging import a1111_parameters, compose_grid, decode, encode_png, size_for, veil
@@ -45,6 +46,22 @@ class QueueFull(JobRefused):
     """The user already has as many jobs waiting as they may."""
 
 
+def _check_words(job: JobRecord, words: tuple[str, ...]) -> None:
+    blocked = blocked_word(f"{job.prompt} {job.negative}", words)
+    if blocked is not None:
+        raise JobRefused(f"The prompt contains a word this server does not allow (`{blocked}`)")
+
+
+def _queue_full(active: int, limit: int) -> QueueFull:
+    return QueueFull(f"You already have {active} job{'s' if active != 1 else ''} queued or "
+                     f"running; wait for one to finish (at most {limit} at a time)")
+
+
+def _rate_limited(limit: int) -> JobRefused:
+    return JobRefused(f"You started {limit} jobs in the last minute; wait a moment "
+                      f"(at most {limit} a minute)")
+
+
 class JobService:
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
@@ -54,24 +71,28 @@ class JobService:
     async def create(self, job: JobRecord) -> JobRecord:
         """Save a new job, enforcing the server's policy and the per-user limits."""
         settings = self.bot.settings
-        blocked = blocked_word(f"{job.prompt} {job.negative}", settings.blocked_words)
-        if blocked is not None:
-            raise JobRefused(f"The prompt contains a word this server does not allow (`{blocked}`)")
+        _check_words(job, settings.blocked_words)
         saved = await self.bot.repo.insert_job(job, settings.max_queue_per_user,
-                                               settings.rate_limit_per_minute)
+                                               settings.rate_limit_per_minute or None)
         if saved is not None:
             return saved
         active = await self.bot.repo.active_job_count(job.user_id)
         if active >= settings.max_queue_per_user:
-            limit = settings.max_queue_per_user
-            raise QueueFull(
-                f"You already have {active} job{'s' if active != 1 else ''} queued or running; "
-                f"wait for one to finish (at most {limit} at a time)"
-            )
-        raise JobRefused(
-            f"You started {settings.rate_limit_per_minute} jobs in the last minute; wait a moment "
-            f"(at most {settings.rate_limit_per_minute} a minute)"
-        )
+            raise _queue_full(active, settings.max_queue_per_user)
+        raise _rate_limited(settings.rate_limit_per_minute)
+
+    async def check(self, job: JobRecord) -> None:
+        """Refuse `job` now if `create` would, for a command that acknowledges before it has
+        all its job needs (a picture to fetch): no file is fetched or stored for a job that
+        cannot run. `create` checks again as it saves."""
+        settings = self.bot.settings
+        _check_words(job, settings.blocked_words)
+        active = await self.bot.repo.active_job_count(job.user_id)
+        if active >= settings.max_queue_per_user:
+            raise _queue_full(active, settings.max_queue_per_user)
+        rate = settings.rate_limit_per_minute
+        if rate and await self.bot.repo.recent_job_count(job.user_id, job.created_at - 60) >= rate:
+            raise _rate_limited(settings.rate_limit_per_minute)
 
     @staticmethod
     def origin(interaction: discord.Interaction[Any]) -> dict[str, Any]:
@@ -165,7 +186,20 @@ class JobService:
 
     def start(self, job: JobRecord) -> None:
         """Run `job` in the background and deliver its result."""
-        self._track(job.id, self._run(job))
+        task = self._track(job.id, self._run(job))
+        if job.init_image is not None:
+            task.add_done_callback(lambda _: self._background(self._release_start(job)))
+
+    async def _release_start(self, job: JobRecord) -> None:
+        """A job that ended without pictures no longer needs its starting picture: remove it
+        unless another row refers to it (an upload is used by its job alone)."""
+        assert job.init_image is not None
+        try:
+            ended = await self.bot.repo.job(job.id)
+            if ended is not None and ended.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                await self.bot.housekeeping.release(job.init_image, besides_job=job.id)
+        except Exception:  # a picture kept too many is better than a crash here
+            log.exception("could not release the starting picture of job %s", job.id)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         """Bookkeeping that must not hold up a job (kept referenced until it is done)."""
@@ -173,7 +207,7 @@ class JobService:
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    def _track(self, job_id: str, work: Coroutine[Any, Any, None]) -> None:
+    def _track(self, job_id: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` for a job as a task that `wait_idle` and `cancel` can find."""
         task = asyncio.create_task(work, name=f"job-{job_id}")
         self._tasks[job_id] = task
@@ -182,6 +216,7 @@ class JobService:
             self._tasks.pop(job_id, None)
 
         task.add_done_callback(forget)
+        return task
 
     async def cancel(self, job: JobRecord) -> bool:
         """Cancel a queued or running job; False when it has already finished."""
@@ -239,6 +274,7 @@ class JobService:
             guidance=job.guidance,
             sampler=job.sampler,
             seeds=tuple(job.seeds),
+            mode=Mode.TXT2IMG if init_image is None else Mode.IMG2IMG,
             init_image=init_image,
             strength=job.strength,
             loras=loras,

@@ -24,6 +24,16 @@ async def answer_error(interaction: discord.Interaction[Any], text: str) -> None
         log.warning("could not report an error to %s", interaction.user)
 
 
+async def withdraw(interaction: discord.Interaction[Any], text: str) -> None:
+    """Take back a public "thinking…" placeholder and say privately why: for a command that
+    deferred before it could check everything (a file to fetch), so nothing public is left."""
+    try:
+        await interaction.delete_original_response()
+    except discord.HTTPException:
+        log.warning("could not remove the placeholder of %s", interaction.user)
+    await answer_error(interaction, text)
+
+
 async def answering_errors(interaction: discord.Interaction[Any],
                            action: Awaitable[None], what: str) -> None:
     """Run what a button, menu or form does; an unexpected failure is logged and answered

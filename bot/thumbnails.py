@@ -6,8 +6,6 @@ import functools
 import io
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from bot.imaging import decode, veil
 from storage import ImageRecord, ImageStore
+from storage.files import write_file
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,10 @@ class Thumbnails:
             return None
         thumbnail = ImageOps.contain(picture.convert("RGB"), (CELL, CELL),
                                      Image.Resampling.LANCZOS)
-        _write(path, _jpeg(thumbnail))
+        try:
+            write_file(path, _jpeg(thumbnail), replace=True)
+        except OSError as error:  # a full disk costs the cache, not the contact sheet
+            log.warning("could not keep thumbnail %s: %s", path, error)
         return thumbnail
 
     def contact_sheet(self, images: Sequence[ImageRecord | None], veil_flagged: bool) -> bytes:
@@ -103,10 +105,3 @@ def _load(path: Path) -> Image.Image:
         image.load()
         return image.convert("RGB")
 
-
-def _write(path: Path, data: bytes) -> None:
-    """Write through a temporary file, so a reader never sees half a thumbnail."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)

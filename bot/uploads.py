@@ -1,9 +1,11 @@
-"""Checking pictures users upload before any work is done with them."""
+"""Checking pictures users upload before any work is done with them, and turning them into
+the plain sRGB PNG that is stored: upright, 8 bits, no metadata."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,17 +14,21 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps
 
 from bot import limits
+from bot.engine.pictures import to_srgb
 from bot.prompt import PromptError
 
 if TYPE_CHECKING:
     import discord
 
+log = logging.getLogger(__name__)
+
 # Pillow refuses anything larger outright; our own side limit below is stricter still.
 Image.MAX_IMAGE_PIXELS = limits.UPLOAD_MAX_SIDE * limits.UPLOAD_MAX_SIDE
-DOWNLOAD_TIMEOUT = 10.0
 # Pillow names a JPEG that carries extra pictures (as many phone cameras write) MPO; its first
 # picture is a plain JPEG.
 _FORMAT_ALIASES = {"MPO": "JPEG"}
+# Image types Discord may declare for a file we can read; the file itself decides in the end.
+_DECLARED_TYPES = {"png", "apng", "jpeg", "jpg", "pjpeg", "mpo", "webp"}
 
 
 class UploadError(PromptError):
@@ -36,12 +42,14 @@ def check_declared(filename: str, size: int, content_type: str | None) -> None:
             f"`{filename}` is {size / 1024 / 1024:.1f} MiB; images may be at most "
             f"{limits.UPLOAD_MAX_BYTES // 1024 // 1024} MiB"
         )
-    if content_type is not None and not content_type.startswith("image/"):
+    if content_type is None:
+        return
+    kind, _, subtype = content_type.partition(";")[0].strip().lower().partition("/")
+    if kind != "image":
         raise UploadError(f"`{filename}` is not an image (PNG, JPEG or WebP)")
-
-
-_SUFFIXES = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
-_SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the picture a quarter
+    if subtype not in _DECLARED_TYPES:
+        name = subtype.split("+")[0].removeprefix("x-").upper() or "not an image"
+        raise UploadError(f"`{filename}` is {name}; use a PNG, JPEG or WebP image")
 
 
 @contextmanager
@@ -74,50 +82,38 @@ def _opened(data: bytes, filename: str) -> Iterator[Image.Image]:
         raise UploadError(f"`{filename}` is not a readable PNG, JPEG or WebP image") from None
 
 
-def inspect(data: bytes, filename: str = "image") -> tuple[int, int, str]:
-    """Check an upload without decoding its pixels (fast enough before answering Discord):
-    returns its upright (width, height) and a file suffix for its type."""
-    with _opened(data, filename) as image:
-        width, height = image.size
-        if image.getexif().get(0x0112) in _SWAPS_SIDES:
-            width, height = height, width
-        kind = _FORMAT_ALIASES.get(image.format or "", image.format or "")
-    if kind == "PNG":
-        with _opened(data, filename) as image:
-            image.verify()  # chunk structure and checksums: a cut-off file fails here
-    return width, height, _SUFFIXES[kind]
-
-
 def decode_upload(data: bytes, filename: str = "image") -> Image.Image:
-    """The upload's pixels, upright, in RGB. Blocking: run in a thread (or the engine)."""
+    """The upload's pixels, upright, in 8-bit sRGB (see `to_srgb`). Blocking: run in a thread
+    (or the engine)."""
     with _opened(data, filename) as image:
         try:
             image.load()
         except (OSError, ValueError, SyntaxError, EOFError):
             raise UploadError(
                 f"`{filename}` is not a readable PNG, JPEG or WebP image") from None
-        return ImageOps.exif_transpose(image).convert("RGB")
+        return to_srgb(ImageOps.exif_transpose(image))
 
 
 def normalise(data: bytes, filename: str = "image") -> tuple[bytes, int, int]:
-    """Decode an upload safely and re-encode it as a plain RGB PNG; returns (png, width, height).
-
-    Blocking: run in a thread."""
+    """Decode an upload safely and re-encode it as the plain RGB PNG that is stored: upright,
+    in sRGB, without metadata. Returns (png, width, height). Blocking: run in a thread."""
     picture = decode_upload(data, filename)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue(), picture.width, picture.height
 
 
-async def read_attachment(attachment: discord.Attachment) -> tuple[bytes, int, int, str]:
-    """Download an uploaded picture and check it without decoding it: returns the bytes as
-    uploaded, its upright width and height, and a file suffix for its type."""
+async def fetch(attachment: discord.Attachment, timeout: float) -> tuple[bytes, int, int]:
+    """Download an uploaded picture within `timeout` seconds, then check and `normalise` it
+    in a thread. Every problem is an `UploadError`; check the declared size and type with
+    `check_declared` first, before answering Discord."""
     import discord  # here, not at the top: the engine uses this module's decoding, not Discord
 
-    check_declared(attachment.filename, attachment.size, attachment.content_type)
     try:
-        data = await asyncio.wait_for(attachment.read(), DOWNLOAD_TIMEOUT)
-    except (TimeoutError, OSError, discord.HTTPException):
+        data = await asyncio.wait_for(attachment.read(), timeout)
+    except TimeoutError:
+        raise UploadError(f"`{attachment.filename}` took longer than {timeout:g} s to "
+                          "download; try again") from None
+    except (OSError, discord.HTTPException):
         raise UploadError(f"Could not download `{attachment.filename}`; try again") from None
-    width, height, suffix = await asyncio.to_thread(inspect, data, attachment.filename)
-    return data, width, height, suffix
+    return await asyncio.to_thread(normalise, data, attachment.filename)

@@ -203,7 +203,7 @@ def listing_view(listing: Listing) -> discord.ui.View:
 class History(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
-        self.thumbnails = Thumbnails(bot.store, bot.settings.data_dir / "thumbs")
+        self.thumbnails = Thumbnails(bot.store, bot.settings.thumbnails_dir)
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(PageButton, OpenMenu)

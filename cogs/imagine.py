@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -14,16 +15,20 @@ from bot import limits, render
 from bot.access import may_manage, nsfw_allowed, visible_image, visible_job
 from bot.delivery import Attachment, fitted
 from bot.imaging import decode, encode_png, veil
+from bot.jobs import JobRefused
 from bot.options import ImagineOptions, resolve
 from bot.prompt import PromptError
-from bot.replies import answer_error
+from bot.replies import answer_error, withdraw
 from bot.ui import single_image_view
-from bot.uploads import read_attachment
+from bot.uploads import check_declared, fetch
+from storage import JobRecord, UserSettings
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
 
 Interaction = discord.Interaction["AtelierBot"]
+
+log = logging.getLogger(__name__)
 
 LORA_OPTION_MAX = 100  # Discord's limit on an autocomplete choice
 
@@ -74,20 +79,55 @@ class Imagine(commands.Cog):
         try:
             defaults = await self.bot.repo.settings(interaction.user.id)
             await self.bot.catalogue.refresh_loras()
-            init_sha = None
+            params = resolve(options, defaults, self.bot.catalogue)
             if image is not None:
-                # Checked here without decoding (Discord waits 3 s for an answer); stored as
-                # uploaded, and decoded by the engine at the job's size.
-                data, width, height, suffix = await read_attachment(image)
-                options = replace(options, image_size=(width, height))
-                params = resolve(options, defaults, self.bot.catalogue)
-                init_sha = (await asyncio.to_thread(self.bot.store.put, data, f".{suffix}")).sha256
-            else:
-                params = resolve(options, defaults, self.bot.catalogue)
+                check_declared(image.filename, image.size, image.content_type)
         except PromptError as error:
             await answer_error(interaction, f"❌ {error}")
             return
-        await self.bot.jobs.submit(interaction, self.bot.jobs.new(interaction, params, init_sha))
+        job = self.bot.jobs.new(interaction, params)
+        if image is None:
+            await self.bot.jobs.submit(interaction, job)
+        else:
+            await self._submit_with_picture(interaction, job, image, options, defaults)
+
+    async def _submit_with_picture(self, interaction: Interaction, job: JobRecord,
+                                   image: discord.Attachment, options: ImagineOptions,
+                                   defaults: UserSettings) -> None:
+        """`/imagine` from an uploaded picture. Fetching and converting it can outlast the 3 s
+        Discord gives, so the command defers first (SPEC §6), after every check that needs no
+        download; a file that turns out bad then takes the placeholder back."""
+        # 1. Refuse now what the picture cannot change: the user's limits, the server's words
+        try:
+            await self.bot.jobs.check(job)
+        except JobRefused as error:
+            await answer_error(interaction, f"❌ {error}")
+            return
+        # 2. Acknowledge publicly
+        try:
+            response = await interaction.response.defer(thinking=True)
+        except discord.HTTPException:
+            log.warning("could not acknowledge /imagine of %s in time", interaction.user)
+            return  # nothing is saved or stored yet
+        placeholder = response.message_id if response is not None else None
+        try:
+            # 3. Fetch, check and convert the picture; the job takes its aspect
+            png, width, height = await fetch(image, self.bot.settings.download_timeout)
+            params = resolve(replace(options, image_size=(width, height)), defaults,
+                             self.bot.catalogue)
+            # 4. Store it and save the job; a job refused now takes its file with it
+            async with self.bot.housekeeping.upload(png) as sha256:
+                job = await self.bot.jobs.create(replace(
+                    self.bot.jobs.new(interaction, params, sha256),
+                    message_id=placeholder))
+        except (PromptError, JobRefused) as error:
+            await withdraw(interaction, f"❌ {error}")
+            return
+        except Exception:
+            await _quietly_delete(interaction)  # the tree's error handler answers privately
+            raise
+        # 5. Run it: the placeholder becomes the result
+        self.bot.jobs.start(job)
 
     @imagine.autocomplete("model")
     async def model_autocomplete(self, interaction: Interaction,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -81,6 +82,8 @@ class Info(commands.Cog):
         started = [w for w in self.bot.executor.workers() if w.device]
         if started:  # workers on several machines may differ
             return ", ".join(dict.fromkeys(f"{w.device} · {w.dtype}" for w in started))
+        if "torch" not in sys.modules:  # importing it here would stall the event loop
+            return f"{self.bot.settings.sd_device} · starting…"
         # not started yet: the choice a local worker makes from the same settings
         device = resolve_device(self.bot.settings.sd_device)
         dtype = resolve_dtype(self.bot.settings.sd_dtype, device)

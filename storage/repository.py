@@ -140,6 +140,14 @@ class Repository:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
+    async def recent_job_count(self, user_id: int, since: float) -> int:
+        """How many jobs `user_id` started after `since` (a time): what the rate limit counts."""
+        async with self.db.execute(
+            "SELECT count(*) FROM jobs WHERE user_id = ? AND created_at > ?", (user_id, since),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
     async def unfinished_jobs(self) -> list[JobRecord]:
         """Jobs a stopped process left queued, running, or done but not yet delivered; oldest
         first."""
@@ -245,6 +253,26 @@ class Repository:
         sql = f"{_IMAGE_SELECT} WHERE job_id = ? ORDER BY idx"
         async with self.db.execute(sql, (job_id,)) as cur:
             return [ImageRecord(**dict(row)) for row in await cur.fetchall()]
+
+    async def file_in_use(self, sha256: str, besides_job: str | None = None) -> bool:
+        """Whether the file with this content is a job's picture, or the starting picture of a
+        job other than `besides_job`."""
+        async with self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM images WHERE sha256 = :sha)"
+            " OR EXISTS (SELECT 1 FROM jobs WHERE init_image = :sha"
+            " AND (:job IS NULL OR id != :job))",
+            {"sha": sha256, "job": besides_job},
+        ) as cursor:
+            row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    async def files_in_use(self) -> set[str]:
+        """The SHA-256 of every file a row refers to: pictures and starting pictures."""
+        async with self.db.execute(
+            "SELECT sha256 FROM images UNION SELECT init_image FROM jobs"
+            " WHERE init_image IS NOT NULL"
+        ) as cursor:
+            return {row[0] for row in await cursor.fetchall()}
 
     # ---- history and search -----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bot.engine.tiny import TINY_NATIVE_SIDE
+from bot.engine.tiny import TINY_NATIVE_SIDE, TINY_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,13 @@ class ModelSpec:
     source: str
     family: Family
     sdxl: bool = False  # needs the SDXL pipeline (two text encoders)
+    inpaint: str | None = None  # source of a dedicated inpainting checkpoint (SD_INPAINT_MODELS)
 
 
 def model_name(source: str) -> str:
     """A short name for a model source: `tiny`, a file's stem, a folder's or repo's last part."""
-    if source == "tiny":
-        return "tiny"
+    if source in TINY_SOURCES:
+        return source
     path = Path(source)
     stem = path.stem if path.suffix.lower() in SINGLE_FILE_SUFFIXES else path.name
     return stem.lower() or "default"
@@ -170,7 +171,7 @@ def _family_from_name(repo_id: str, hint: str) -> tuple[Family, bool]:
 
 def describe(name: str, source: str) -> ModelSpec:
     """Work out a model's family from its files where they are here, else from its name."""
-    if source == "tiny":
+    if source in TINY_SOURCES:
         return ModelSpec(name, source, FAMILIES["tiny"])
     path = Path(source).expanduser()
     # Names say "turbo" or "lcm" where configs cannot; only the model's own name counts, not

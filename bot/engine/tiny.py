@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 TINY_NATIVE_SIDE = 128
+TINY_SOURCES = ("tiny", "tiny-inpaint")  # model sources built here rather than loaded
 _VERSION = "1"  # bump when the architecture below changes, to rebuild cached copies
 
 
@@ -120,6 +121,49 @@ def build_tiny(folder: Path) -> Path:
             build.rename(folder)
         except OSError:
             if not marker.exists():  # else another process finished the same build first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def build_tiny_inpaint(folder: Path, tiny: Path) -> Path:
+    """A dedicated inpainting checkpoint for `tiny` (the pipeline in folder `tiny`) into `folder`:
+    its text encoder, VAE and tokenizer, and a UNet of its own that also reads the mask and the
+    masked picture (9 input channels), as real inpainting checkpoints do."""
+    marker = folder / "atelier-tiny.json"
+    if marker.exists() and json.loads(marker.read_text()).get("version") == _VERSION:
+        return folder
+
+    import torch
+    from diffusers import (
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+
+    base = StableDiffusionPipeline.from_pretrained(tiny)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        unet = UNet2DConditionModel.from_config({**base.unet.config, "in_channels": 9})
+    pipe = StableDiffusionInpaintPipeline(
+        unet=unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+        scheduler=base.scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    staging = Path(tempfile.mkdtemp(prefix="tiny-inpaint-",
+                                    dir=folder.parent if folder.parent.exists() else None))
+    try:
+        build = staging / "pipeline"
+        pipe.save_pretrained(build)  # type: ignore[attr-defined]  # (untyped mixin method)
+        (build / "atelier-tiny.json").write_text(json.dumps({"version": _VERSION}))
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            build.rename(folder)
+        except OSError:
+            if not marker.exists():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 class EngineError(Exception):
@@ -11,6 +12,14 @@ class EngineError(Exception):
 
 class JobCancelled(Exception):
     """The job was cancelled before it finished."""
+
+
+class Mode(StrEnum):
+    """How a request makes its pictures; `bot.engine.modes` says what each one needs."""
+
+    TXT2IMG = "txt2img"  # from noise
+    IMG2IMG = "img2img"  # from `init_image`, moved `strength` of the way
+    INPAINT = "inpaint"  # `init_image` on a canvas, redrawn where `mask` (or the new area) is
 
 
 @dataclass(frozen=True)
@@ -28,10 +37,20 @@ class GenerationRequest:
     guidance: float
     sampler: str
     seeds: tuple[int, ...]
-    init_image: bytes | None = field(default=None, repr=False)  # encoded picture (img2img)
+    mode: Mode = Mode.TXT2IMG
+    init_image: bytes | None = field(default=None, repr=False)  # encoded picture to start from
     strength: float | None = None
     # LoRAs from LORA_DIR and their weights, sorted by name (the prompt's `<lora:…>` tags).
     loras: tuple[tuple[str, float], ...] = ()
+    # Inpainting: where `init_image` sits on the width×height canvas (`x,y,w,h`; None: all of it),
+    # and the mask of what to redraw (an encoded picture, white = redraw; None: all but the box).
+    box: str | None = None
+    mask: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.mode is Mode.TXT2IMG) != (self.init_image is None):
+            raise ValueError(f"a {self.mode} request {'has' if self.init_image else 'needs'} "
+                             "a picture to start from")
 
     @property
     def count(self) -> int:
@@ -39,9 +58,9 @@ class GenerationRequest:
 
     @property
     def pipeline_steps(self) -> int:
-        """`num_inference_steps` for the pipeline. img2img runs only `steps × strength` of them,
-        so at least enough are asked for that one step runs (turbo models use few steps)."""
-        if self.init_image is None or not self.strength:
+        """`num_inference_steps` for the pipeline. From a picture, only `steps × strength` of
+        them run, so at least enough are asked for that one step runs (turbo models use few)."""
+        if self.mode is Mode.TXT2IMG or not self.strength:
             return self.steps
         steps = self.steps
         while int(steps * self.strength) < 1:
@@ -51,17 +70,14 @@ class GenerationRequest:
     @property
     def denoising_steps(self) -> int:
         """How many steps actually run: what progress counts to."""
-        if self.init_image is None or not self.strength:
+        if self.mode is Mode.TXT2IMG or not self.strength:
             return self.steps
         return min(int(self.pipeline_steps * self.strength), self.pipeline_steps)
 
-    @property
-    def kind(self) -> str:
-        return "img2img" if self.init_image is not None else "txt2img"
-
     def batch_key(self) -> tuple[object, ...]:
-        """Requests with equal keys can share one pipeline call."""
-        return (self.model, self.kind, self.width, self.height, self.steps, self.guidance,
+        """Requests with equal keys can share one pipeline call (pictures, masks and boxes may
+        differ: each image of a call has its own)."""
+        return (self.model, self.mode, self.width, self.height, self.steps, self.guidance,
                 self.sampler, self.strength, self.loras)
 
 

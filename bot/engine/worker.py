@@ -14,19 +14,27 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bot.engine import canvas
 from bot.engine.conditioning import Conditioning, encode_pair
 from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
+from bot.engine.modes import MODES, Inputs, ModeSpec
 from bot.engine.optimise import optimise, warm_up
+from bot.engine.pngmeta import a1111_parameters, encode_png
 from bot.engine.preview import latents_to_png
 from bot.engine.samplers import make_scheduler, sampler
-from bot.engine.tiny import build_tiny
-from bot.engine.types import EngineError, GeneratedImage, GenerationRequest, GenerationResult
-from bot.imaging import a1111_parameters, encode_png
+from bot.engine.tiny import TINY_SOURCES, build_tiny, build_tiny_inpaint
+from bot.engine.types import (
+    EngineError,
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    Mode,
+)
 from bot.prompt import strip_lora_tags
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,7 @@ PREVIEW_INTERVAL = 1.0  # seconds between previews decoded from latents
 TILED_DECODE_AREA = 2.0  # decode in tiles above this many times the model's native area
 OFFLOADED_KEPT = 2  # models moved off the GPU that stay in RAM, for a quick switch back
 ADAPTERS_KEPT = 8  # LoRA adapters kept loaded in each model
+INPAINT_SUFFIX = ":inpaint"  # the name a model's dedicated inpainting checkpoint is loaded under
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,27 @@ def resolve_dtype(setting: str, device: str) -> Any:
     if setting == "auto":
         return torch.float16 if device in ("cuda", "mps") else torch.float32
     return getattr(torch, setting)
+
+
+def import_libraries() -> float:
+    """Import torch, diffusers and transformers; returns the seconds it took.
+
+    Importing them holds the GIL for seconds (native libraries load, thousands of modules run),
+    which would stall the event loop just as the first interactions arrive: the bot does it
+    before it connects to Discord (in a thread, so the loop stays free meanwhile), rather than
+    leaving it to the engine's thread."""
+    started = time.perf_counter()
+    import torch  # noqa: F401
+    from diffusers import (  # noqa: F401  (pipelines import lazily, on first use)
+        AutoPipelineForImage2Image,
+        AutoPipelineForText2Image,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
+
+    _quiet_libraries()
+    return time.perf_counter() - started
 
 
 def _quiet_libraries() -> None:
@@ -152,10 +182,12 @@ class Worker:
 
         started = time.perf_counter()
         source = Path(spec.source).expanduser()
-        if spec.source == "tiny":
-            pipe = AutoPipelineForText2Image.from_pretrained(
-                build_tiny(Path(self.config.cache_dir) / "tiny"), dtype=self.dtype
-            )
+        if spec.source in TINY_SOURCES:
+            cache = Path(self.config.cache_dir)
+            folder = build_tiny(cache / "tiny")
+            if spec.source == "tiny-inpaint":
+                folder = build_tiny_inpaint(cache / "tiny-inpaint", folder)
+            pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=self.dtype)
         elif source.is_dir():
             pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype)
         elif source.suffix.lower() in SINGLE_FILE_SUFFIXES:
@@ -193,7 +225,8 @@ class Worker:
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         applied = optimise(pipe, self.device, fuse_qkv=self.fuse_qkv, compile=self.config.compile)
-        if self.config.compile and self.device == "cuda":
+        text_to_image = getattr(getattr(pipe, "unet", None), "config", {}).get("in_channels") != 9
+        if self.config.compile and self.device == "cuda" and text_to_image:
             warm_up(pipe, spec.family.native_side, sorted({1, 4, self.config.max_batch}))
         log.info("loaded model %s (%s) on %s in %.1f s%s", spec.name, spec.family.label,
                  self.device, time.perf_counter() - started,
@@ -387,21 +420,96 @@ class Worker:
         if any(request.batch_key() != first.batch_key() for request in requests):
             raise ValueError("requests in one batch must share their batch key")
         sampler(first.sampler)  # unknown names fail before any work
-        loaded = self.model(first.model)
-        self._use_loras(loaded, first.loras)  # before encoding: a LoRA may change the text encoder
-        conditioning = self._encode(loaded, requests)
-        slots = [(request, index) for request in requests for index in range(request.count)]
-        images: dict[tuple[str, int], Any] = {}
-        seconds: dict[str, float] = {request.job_id: 0.0 for request in requests}
+        mode = MODES[first.mode]
 
-        # Prompts of different lengths (in 75-token chunks) cannot share a call. Each length
-        # runs in calls of its own rather than being padded to another job's, which would make a
-        # job's pictures depend on the jobs it happened to be batched with.
+        # 1. Resolve the model (a dedicated inpainting one where configured) and its LoRAs,
+        #    before encoding: a LoRA may change the text encoder
+        loaded = self._model_for(first)
+        self._use_loras(loaded, first.loras)
+        # 2. Encode prompts (chunked, weighted; once per distinct prompt in the batch)
+        conditioning = self._encode(loaded, requests)
+        # 3. Prepare each request's mode inputs (starting picture, canvas, mask)
+        inputs = {request.job_id: mode.prepare(request) for request in requests}
+        # 4. Denoise, in calls of at most MAX_BATCH images of one prompt length
+        slots = [(request, index) for request in requests for index in range(request.count)]
+        pictures, seconds = self._denoise(loaded, mode, slots, conditioning, inputs, report,
+                                          cancelled)
+        # 5. Finish: keep the kept pixels, safety check, PNGs with their parameters
+        outcomes: dict[str, Outcome] = {}
+        for request in requests:
+            if cancelled(request.job_id):
+                continue
+            finish = inputs[request.job_id].finish
+            outcomes[request.job_id] = GenerationResult(
+                job_id=request.job_id,
+                model=request.model,
+                images=tuple(
+                    self._finish(loaded, request, index,
+                                 finish(pictures[(request.job_id, index)]))
+                    for index in range(request.count)
+                ),
+                seconds=seconds[request.job_id],
+                batch_images=len(slots),
+                prompt_chunks=conditioning[_prompt_key(request)][0].chunks,
+            )
+        return outcomes
+
+    def _model_for(self, request: GenerationRequest) -> _Loaded:
+        """The model that serves `request`: for inpainting, the model's dedicated inpainting
+        checkpoint if it has one (SD_INPAINT_MODELS), else the model itself."""
+        spec = self.specs.get(request.model)
+        if request.mode is Mode.INPAINT and spec is not None and spec.inpaint is not None:
+            name = f"{spec.name}{INPAINT_SUFFIX}"
+            if name not in self.specs:
+                self.specs[name] = replace(spec, name=name, source=spec.inpaint, inpaint=None)
+            return self.model(name)
+        return self.model(request.model)
+
+    def _encode(self, loaded: _Loaded, requests: Sequence[GenerationRequest]
+                ) -> dict[tuple[str, str], tuple[Conditioning, Conditioning]]:
+        """The prompt and negative prompt embeddings of each distinct pair (LoRA tags are not
+        text), keyed by `_prompt_key`."""
+        import torch
+
+        pipe = loaded.pipe
+        device = pipe._execution_device
+        encoded: dict[tuple[str, str], tuple[Conditioning, Conditioning]] = {}
+        with torch.inference_mode():
+            for request in requests:
+                key = _prompt_key(request)
+                if key in encoded:
+                    continue
+                try:
+                    encoded[key] = encode_pair(pipe, strip_lora_tags(request.prompt),
+                                               request.negative, device)
+                except EngineError as error:  # its prompt: the job fails alone
+                    raise _JobRefused(request.job_id, error) from error
+        return encoded
+
+    def _denoise(
+        self,
+        loaded: _Loaded,
+        mode: ModeSpec,
+        slots: list[tuple[GenerationRequest, int]],
+        conditioning: dict[tuple[str, str], tuple[Conditioning, Conditioning]],
+        inputs: dict[str, Inputs],
+        report: Reporter | None,
+        cancelled: CancelCheck,
+    ) -> tuple[dict[tuple[str, int], Any], dict[str, float]]:
+        """Every slot's picture, by (job id, image index), and each job's share of the time.
+
+        Prompts of different lengths (in 75-token chunks) cannot share a call. Each length runs
+        in calls of its own rather than being padded to another job's, which would make a job's
+        pictures depend on the jobs it happened to be batched with. A call that runs out of
+        memory is split in halves and tried again."""
+        first = slots[0][0]
         lengths: dict[int, list[tuple[GenerationRequest, int]]] = {}
         for slot in slots:
-            lengths.setdefault(conditioning[slot[0].job_id][0].length, []).append(slot)
+            lengths.setdefault(conditioning[_prompt_key(slot[0])][0].length, []).append(slot)
         pending = [group[i:i + self.config.max_batch] for group in lengths.values()
                    for i in range(0, len(group), self.config.max_batch)]
+        pictures: dict[tuple[str, int], Any] = {}
+        seconds = {request.job_id: 0.0 for request, _ in slots}
         while pending:
             chunk = pending.pop(0)
             live = [slot for slot in chunk if not cancelled(slot[0].job_id)]
@@ -409,7 +517,7 @@ class Worker:
                 continue
             started = time.perf_counter()
             try:
-                pictures = self._call(loaded, live, conditioning, report, cancelled)
+                made = self._call(loaded, mode, live, conditioning, inputs, report, cancelled)
             except Exception as error:
                 if not _is_out_of_memory(error):
                     raise
@@ -425,118 +533,90 @@ class Worker:
                 pending[:0] = [live[:half], live[half:]]
                 continue
             share = (time.perf_counter() - started) / len(live)
-            for (request, index), picture in zip(live, pictures, strict=True):
-                images[(request.job_id, index)] = picture
+            for (request, index), picture in zip(live, made, strict=True):
+                pictures[(request.job_id, index)] = picture
                 seconds[request.job_id] += share
-
-        outcomes: dict[str, Outcome] = {}
-        for request in requests:
-            if cancelled(request.job_id):
-                continue
-            pictures = [images[(request.job_id, i)] for i in range(request.count)]
-            outcomes[request.job_id] = GenerationResult(
-                job_id=request.job_id,
-                model=request.model,
-                images=tuple(
-                    self._finish(loaded, request, index, picture)
-                    for index, picture in enumerate(pictures)
-                ),
-                seconds=seconds[request.job_id],
-                batch_images=len(slots),
-                prompt_chunks=conditioning[request.job_id][0].chunks,
-            )
-        return outcomes
-
-    def _encode(self, loaded: _Loaded, requests: Sequence[GenerationRequest]
-                ) -> dict[str, tuple[Conditioning, Conditioning]]:
-        """Each job's prompt and negative prompt embeddings (the LoRA tags are not text)."""
-        import torch
-
-        pipe = loaded.pipe
-        device = pipe._execution_device
-        encoded = {}
-        with torch.inference_mode():
-            for request in requests:
-                try:
-                    encoded[request.job_id] = encode_pair(pipe, strip_lora_tags(request.prompt),
-                                                          request.negative, device)
-                except EngineError as error:  # its prompt: the job fails alone
-                    raise _JobRefused(request.job_id, error) from error
-        return encoded
+        return pictures, seconds
 
     def _call(
         self,
         loaded: _Loaded,
+        mode: ModeSpec,
         slots: list[tuple[GenerationRequest, int]],
-        conditioning: dict[str, tuple[Conditioning, Conditioning]],
+        conditioning: dict[tuple[str, str], tuple[Conditioning, Conditioning]],
+        inputs: dict[str, Inputs],
         report: Reporter | None,
         cancelled: CancelCheck,
     ) -> list[Any]:
         """One pipeline call for `slots` (request, image index); returns PIL images in order."""
+        import diffusers
         import torch
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         first = slots[0][0]
-        base = loaded.pipe
-        scheduler = make_scheduler(first.sampler, base.scheduler.config)
-        if first.init_image is not None:
-            pipe = AutoPipelineForImage2Image.from_pipe(base, scheduler=scheduler)
-        else:
-            pipe = AutoPipelineForText2Image.from_pipe(base, scheduler=scheduler)
+        # 1. The mode's pipeline over the model's weights, with a fresh scheduler for this call
+        scheduler = make_scheduler(first.sampler, loaded.pipe.scheduler.config)
+        pipe = getattr(diffusers, mode.pipeline).from_pipe(loaded.pipe, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
-        positive = [conditioning[request.job_id][0] for request, _ in slots]
-        negative = [conditioning[request.job_id][1] for request, _ in slots]
+        # 2. Embeddings, one row per image
+        pairs = [conditioning[_prompt_key(request)] for request, _ in slots]
         kwargs: dict[str, Any] = {
-            "prompt_embeds": torch.cat([c.embeds for c in positive]),
-            "negative_prompt_embeds": torch.cat([c.embeds for c in negative]),
-            "num_inference_steps": first.pipeline_steps,
-            "guidance_scale": first.guidance,
-            "generator": [torch.Generator("cpu").manual_seed(request.seeds[index])
-                          for request, index in slots],
-            "output_type": "pil",
+            "prompt_embeds": torch.cat([positive.embeds for positive, _ in pairs]),
+            "negative_prompt_embeds": torch.cat([negative.embeds for _, negative in pairs]),
         }
-        if positive[0].pooled is not None:  # SDXL: every request of the call has them
-            kwargs["pooled_prompt_embeds"] = torch.cat([c.pooled for c in positive
-                                                        if c.pooled is not None])
-            kwargs["negative_pooled_prompt_embeds"] = torch.cat([c.pooled for c in negative
-                                                                 if c.pooled is not None])
-        if first.init_image is not None:
-            kwargs["image"] = [_init_picture(request, first.width, first.height)
-                               for request, _ in slots]
-            kwargs["strength"] = first.strength
-        else:
-            kwargs["width"], kwargs["height"] = first.width, first.height
-
-        job_ids = tuple(dict.fromkeys(request.job_id for request, _ in slots))
-        first_slot = {job_id: slots.index(next(s for s in slots if s[0].job_id == job_id))
-                      for job_id in job_ids}
-        last_preview = [0.0]
-
-        def on_step_end(pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
-            if all(cancelled(job_id) for job_id in job_ids):
-                pipe_._interrupt = True
-            elif report is not None:
-                previews: dict[str, bytes] = {}
-                now = time.monotonic()
-                if now - last_preview[0] >= PREVIEW_INTERVAL and step + 1 < pipe_.num_timesteps:
-                    last_preview[0] = now
-                    latents = tensors["latents"]
-                    previews = {job_id: latents_to_png(latents[i], loaded.spec.sdxl)
-                                for job_id, i in first_slot.items()}
-                report(StepReport(job_ids, step + 1, pipe_.num_timesteps, previews))
-            return tensors
-
-        kwargs["callback_on_step_end"] = on_step_end
-        kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
-        # Large pictures (upscales) are decoded in tiles, so the VAE's memory stays bounded.
+        if pairs[0][0].pooled is not None:  # SDXL: every request of the call has them
+            kwargs["pooled_prompt_embeds"] = torch.cat([p.pooled for p, _ in pairs
+                                                        if p.pooled is not None])
+            kwargs["negative_pooled_prompt_embeds"] = torch.cat([n.pooled for _, n in pairs
+                                                                 if n.pooled is not None])
+        # 3. The mode's inputs (per image) and settings (per call); one generator per image
+        for name in inputs[first.job_id].pictures:
+            kwargs[name] = [inputs[request.job_id].pictures[name] for request, _ in slots]
+        kwargs.update(mode.call(first))
+        kwargs.update(
+            num_inference_steps=first.pipeline_steps,
+            guidance_scale=first.guidance,
+            generator=[torch.Generator("cpu").manual_seed(request.seeds[index])
+                       for request, index in slots],
+            output_type="pil",
+            callback_on_step_end=self._on_step_end(loaded, slots, report, cancelled),
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+        # 4. Large pictures (upscales) are decoded in tiles, so the VAE's memory stays bounded
         native = loaded.spec.family.native_side
         if first.width * first.height > TILED_DECODE_AREA * native * native:
             pipe.vae.enable_tiling()
         else:
             pipe.vae.disable_tiling()
+        # 5. Denoise and decode
         with torch.inference_mode():
             output = pipe(**kwargs)
         return list(output.images)
+
+    @staticmethod
+    def _on_step_end(loaded: _Loaded, slots: list[tuple[GenerationRequest, int]],
+                     report: Reporter | None, cancelled: CancelCheck) -> Callable[..., Any]:
+        """Progress (with a preview of each job's first image now and then) and cancellation,
+        after every step of a call."""
+        job_ids = tuple(dict.fromkeys(request.job_id for request, _ in slots))
+        first_slot = {job_id: next(i for i, (request, _) in enumerate(slots)
+                                   if request.job_id == job_id) for job_id in job_ids}
+        last_preview = [0.0]
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+            if all(cancelled(job_id) for job_id in job_ids):
+                pipe._interrupt = True
+            elif report is not None:
+                previews: dict[str, bytes] = {}
+                now = time.monotonic()
+                if now - last_preview[0] >= PREVIEW_INTERVAL and step + 1 < pipe.num_timesteps:
+                    last_preview[0] = now
+                    latents = tensors["latents"]
+                    previews = {job_id: latents_to_png(latents[i], loaded.spec.sdxl)
+                                for job_id, i in first_slot.items()}
+                report(StepReport(job_ids, step + 1, pipe.num_timesteps, previews))
+            return tensors
+
+        return on_step_end
 
     def _finish(self, loaded: _Loaded, request: GenerationRequest, index: int,
                 picture: Any) -> GeneratedImage:
@@ -552,6 +632,8 @@ class Worker:
             height=picture.height,
             model=request.model,
             strength=request.strength,
+            # A1111's name for how far the redrawn area fades into the kept picture
+            extra=(("Mask blur", str(canvas.KEPT_BEYOND)),) if request.mode is Mode.INPAINT else (),
         )
         return GeneratedImage(
             seed=seed,
@@ -585,20 +667,8 @@ def _peft_quiet() -> Iterator[None]:
         yield
 
 
-def _init_picture(request: GenerationRequest, width: int, height: int) -> Any:
-    """The starting picture of an img2img request, upright, at the job's size."""
-    from PIL import Image
-
-    from bot.uploads import UploadError, decode_upload
-
-    assert request.init_image is not None
-    try:
-        picture = decode_upload(request.init_image, "the starting picture")
-    except UploadError as error:
-        raise EngineError(str(error)) from None
-    if picture.size != (width, height):
-        picture = picture.resize((width, height), Image.Resampling.LANCZOS)
-    return picture
+def _prompt_key(request: GenerationRequest) -> tuple[str, str]:
+    return request.prompt, request.negative
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

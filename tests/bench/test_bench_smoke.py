@@ -26,9 +26,12 @@ def test_gpu_bench_smoke_prints_its_figures(tmp_path: Path, tiny_model_dir: Path
 
 def test_loop_bench_runs_end_to_end() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "loop.py"), "--jobs", "1", "--interactions", "4"],
+        [sys.executable, str(ROOT / "bench" / "loop.py"), "--jobs", "1", "--interactions", "4",
+         "--startup-seconds", "2"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
-    for label in ("acknowledgement while generating: p50", "largest event-loop lag meanwhile:",
+    for label in ("acknowledgement in the first seconds after a start: p50",
+                  "acknowledgement while switching to another model: p50",
+                  "acknowledgement while generating: p50", "largest event-loop lag meanwhile:",
                   "bot overhead per job:"):
         assert label in result.stdout, result.stdout

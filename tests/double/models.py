@@ -10,6 +10,7 @@ helpers mirrors Discord API v10 closely enough for discord.py 2.7 to parse it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import itertools
@@ -865,6 +866,8 @@ class Fault:
     body: Any = None
     hits: int = 0
     cancelled: bool = False
+    # Set while held requests may go on (see ``DiscordDouble.fail(hold=True)``).
+    gate: asyncio.Event | None = None
 
     @property
     def active(self) -> bool:
@@ -879,6 +882,12 @@ class Fault:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.release()
+
+    def release(self) -> None:
+        """Let the requests this fault holds go on."""
+        if self.gate is not None:
+            self.gate.set()
 
 
 class ApiError(Exception):

@@ -571,12 +571,14 @@ class DiscordDouble:
         retry_after: float | None = None,
         delay: float | None = None,
         body: Any = None,
+        hold: bool = False,
     ) -> Fault:
         """Make the next ``times`` requests matching ``method`` and ``path_regex`` fail.
 
         ``path_regex`` is searched in the path relative to the API base
         (``/channels/123/messages``; attachment downloads are ``/attachments/...``).
-        ``status=None`` with ``delay`` only stalls the request. ``times=None``
+        ``status=None`` with ``delay`` only stalls the request; with ``hold`` it
+        stalls until ``fault.release()`` (or ``cancel()``). ``times=None``
         keeps failing until ``fault.cancel()``.
         """
         if status == 429 and retry_after is None:
@@ -589,6 +591,7 @@ class DiscordDouble:
             retry_after=retry_after,
             delay=delay,
             body=body,
+            gate=asyncio.Event() if hold else None,
         )
         self.faults.append(fault)
         return fault
@@ -1195,6 +1198,8 @@ class DiscordDouble:
     ) -> web.StreamResponse | None:
         if fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault.gate is not None:
+            await fault.gate.wait()
         status = fault.status
         if status is None:
             return None
@@ -1976,9 +1981,11 @@ class DiscordDouble:
             raise ApiError(404, 10015, "Unknown Webhook")
         payload, uploads = await self._read_body(request)
         original = handle.original_message
-        if original is not None and original.loading and handle.callbacks[0].type == 5:
+        if (original is not None and original.loading and not original.deleted
+                and handle.callbacks[0].type == 5):
             # Discord fills a "thinking" placeholder with the first followup; the
-            # placeholder's ephemerality (chosen at defer time) wins.
+            # placeholder's ephemerality (chosen at defer time) wins. Once the
+            # placeholder is deleted, a followup is a new message with its own flags.
             msg = self._edit_message(original, payload, uploads)
         else:
             msg = self._create_message(

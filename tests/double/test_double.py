@@ -195,7 +195,7 @@ def make_bot(gate: asyncio.Event | None = None) -> commands.Bot:
     @app_commands.choices(
         what=[
             app_commands.Choice(name=n, value=n)
-            for n in ("labels", "card", "dm", "channel", "gone")
+            for n in ("labels", "card", "dm", "channel", "gone", "withdraw")
         ]
     )
     async def extras(
@@ -206,6 +206,10 @@ def make_bot(gate: asyncio.Event | None = None) -> commands.Bot:
         elif what == "gone":
             await interaction.response.send_message("about to vanish")
             await interaction.delete_original_response()
+        elif what == "withdraw":
+            await interaction.response.defer(thinking=True)
+            await interaction.delete_original_response()
+            await interaction.followup.send("privately, after all", ephemeral=True)
         elif what == "card":
             await interaction.response.send_message(view=CardLayout())
         elif what == "dm":
@@ -425,6 +429,18 @@ async def test_followups_fill_the_deferred_message_first(bot_and_double) -> None
     assert gone.content == "about to vanish" and gone not in double.channel_messages(double.channel)
 
 
+async def test_a_followup_after_the_placeholder_is_deleted_is_a_new_message(
+        bot_and_double) -> None:
+    _, double = bot_and_double
+    h = await double.slash("extras", {"what": "withdraw"})
+    placeholder = await h.original()
+    await double.wait_for(lambda: h.followups)
+    [answer] = h.followups
+    assert placeholder.deleted and placeholder.loading and placeholder.content == ""
+    assert answer is not placeholder and answer.ephemeral
+    assert answer.content == "privately, after all"
+
+
 async def test_expired_token_falls_back_to_channel_message(discord_double) -> None:
     double = discord_double
     gate = asyncio.Event()
@@ -601,3 +617,15 @@ async def test_stalled_callback_shows_in_ack_time(bot_and_double) -> None:
     assert stall.hits == 1 and h.ack_seconds is not None and h.ack_seconds < 0.3
     # The stall happens inside the request: the bot waited, the ack arrived on time.
     assert [r for r in double.requests if r.path.endswith("/callback")][-1].status == 200
+
+
+async def test_a_held_request_waits_until_released(bot_and_double) -> None:
+    _, double = bot_and_double
+    held = double.fail("POST", r"/callback$", status=None, hold=True)
+    h = await double.slash("secret")
+    await double.wait_for(lambda: held.hits == 1)
+    await asyncio.sleep(0.2)  # held however long it takes
+    assert not h.acknowledged
+    held.release()
+    await h.original()
+    assert h.acknowledged

@@ -114,6 +114,37 @@ async def posted(handle: InteractionHandle, timeout: float = 30) -> Message:
     return await message.wait_until(lambda m: not m.loading, timeout)
 
 
+async def withdrawn(atelier: Atelier, handle: InteractionHandle, timeout: float = 30) -> str:
+    """The private answer of a command that deferred publicly and then took its placeholder
+    back (SPEC §6: a file that turns out bad); asserts that nothing public is left."""
+    response = await handle.response(timeout)
+    assert response.type == 5 and not response.ephemeral
+    placeholder = await handle.original(timeout)
+    await placeholder.wait_until(lambda m: m.deleted, timeout)
+    answer = await atelier.double.wait_for(
+        lambda: next((m for m in handle.followups if m.ephemeral), None), timeout,
+        description="a private answer")
+    assert placeholder.loading and not placeholder.content  # it never showed anything
+    assert all(m.ephemeral for m in handle.followups)
+    return str(answer.content)
+
+
+def stored_files(atelier: Atelier) -> list[Path]:
+    """Every file in the image store, temporary ones included."""
+    root = Path(atelier.settings.images_dir)
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+def referenced_files(atelier: Atelier) -> list[Path]:
+    """The files of the image store that a row refers to (pictures, starting pictures)."""
+    root = Path(atelier.settings.images_dir)
+    found = [root / row["path"] for row in rows(atelier, "SELECT path FROM images")]
+    for row in rows(atelier, "SELECT init_image FROM jobs WHERE init_image IS NOT NULL"):
+        sha = row["init_image"]
+        found.extend(root.glob(f"{sha[:2]}/{sha}.*"))
+    return sorted(set(found))
+
+
 def pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
 

@@ -4,6 +4,9 @@ and server scoping."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -352,6 +355,21 @@ async def test_thumbnails_are_made_once(atelier: Atelier) -> None:
     assert (np.abs(pixels(second.attachment_bytes()) - pixels(first.attachment_bytes()))
             .max() <= 2)
     assert {path: path.stat().st_mtime_ns for path in thumbs} == made
+
+
+async def test_a_full_disk_costs_the_thumbnails_not_the_sheet(
+        atelier: Atelier, monkeypatch: pytest.MonkeyPatch) -> None:
+    await seed_jobs(atelier, 3)
+
+    class FullDisk(io.FileIO):
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: FullDisk(fd, "wb"))
+    message = await history(atelier)
+    assert_cells(message.attachment_bytes(), [2, 1, 0])
+    thumbs = atelier.settings.thumbnails_dir
+    assert [path for path in thumbs.rglob("*") if path.is_file()] == []  # nor temporary ones
 
 
 async def test_a_real_job_is_listed_with_its_first_picture(atelier: Atelier) -> None:

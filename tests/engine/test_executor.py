@@ -14,7 +14,7 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.engine.executor import ExecutorClosed, LocalExecutor
-from bot.engine.types import EngineError, GenerationResult, JobCancelled, Progress
+from bot.engine.types import EngineError, GenerationResult, JobCancelled, Mode, Progress
 from bot.engine.worker import Worker
 from tests.engine.helpers import make_request
 
@@ -108,7 +108,8 @@ async def test_img2img_progress_keeps_one_total(
     Image.new("RGB", (128, 128), (200, 30, 30)).save(start, format="PNG")
     recorder = Recorder()
     await _wait(executor.submit(
-        make_request("job", steps=10, init_image=start.getvalue(), strength=0.5), recorder))
+        make_request("job", steps=10, mode=Mode.IMG2IMG, init_image=start.getvalue(),
+                     strength=0.5), recorder))
     running = recorder.of("job", "running")
     assert running[-1].step == running[-1].total  # it ran to the end
     assert {p.total for p in running} == {running[-1].total}

@@ -18,7 +18,7 @@ from PIL import Image
 
 from bot.engine.models import describe
 from bot.engine.samplers import make_scheduler
-from bot.engine.types import EngineError, GenerationRequest, GenerationResult
+from bot.engine.types import EngineError, GenerationRequest, GenerationResult, Mode
 from bot.engine.worker import Worker, WorkerConfig
 from tests.engine.helpers import difference, make_request, pixels
 from tests.models import ModelFiles
@@ -94,7 +94,7 @@ def test_sdxl_batches_blends_and_negatives(worker: Worker) -> None:
 def test_sdxl_img2img_from_an_upload(worker: Worker) -> None:
     start = png((300, 150), (200, 40, 40))
     result = one(worker, model="xl", seeds=(1, 2), width=184, height=88, steps=6,
-                 init_image=start, strength=0.6)
+                 mode=Mode.IMG2IMG, init_image=start, strength=0.6)
     assert [(image.width, image.height) for image in result.images] == [(184, 88)] * 2
     txt2img = one(worker, model="xl", seeds=(1,), width=184, height=88, steps=6)
     assert mean_difference(result, txt2img) > 0.5

@@ -22,6 +22,7 @@ from bot.engine.types import (
     GenerationRequest,
     GenerationResult,
     JobCancelled,
+    Mode,
     Progress,
 )
 from bot.engine.worker import Worker, WorkerConfig
@@ -190,8 +191,8 @@ async def test_local_and_ray_give_the_same_pixels(start_ray: StartRay,
     requests: list[GenerationRequest] = [
         make_request("grid", seeds=(42, 43, 44, 45), steps=6),
         make_request("wide", seeds=(7,), steps=5, width=168, height=96, user_key="bob"),
-        make_request("img2img", seeds=(3, 4), steps=8, init_image=start.getvalue(),
-                     strength=0.6, user_key="carol"),
+        make_request("img2img", seeds=(3, 4), steps=8, mode=Mode.IMG2IMG,
+                     init_image=start.getvalue(), strength=0.6, user_key="carol"),
     ]
     local = LocalExecutor(lambda: tiny_worker, max_batch=8)
     local.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot.engine.scheduler import FairQueue
-from bot.engine.types import GenerationRequest
+from bot.engine.types import GenerationRequest, Mode
 
 
 def request(job_id: str, user: str, count: int = 1, **fields: object) -> GenerationRequest:
@@ -89,19 +89,25 @@ def test_batch_key_covers_everything_a_call_shares() -> None:
     base = request("x", "u", count=2)
     differing = [
         {"model": "other"}, {"width": 136}, {"height": 136}, {"steps": 31},
-        {"guidance": 7.5}, {"sampler": "ddim"}, {"init_image": b"png", "strength": 0.5},
+        {"guidance": 7.5}, {"sampler": "ddim"},
+        {"mode": Mode.IMG2IMG, "init_image": b"png", "strength": 0.5},
+        {"mode": Mode.INPAINT, "init_image": b"png", "strength": 0.5},
     ]
     for fields in differing:
         assert replace(base, **fields).batch_key() != base.batch_key(), fields  # type: ignore[arg-type]
     same = replace(base, job_id="y", user_key="v", prompt="a dog", negative="blur", seeds=(9,))
     assert same.batch_key() == base.batch_key()
+    # each edit has its own picture, place and mask, and can still share a call
+    edit = replace(base, mode=Mode.INPAINT, init_image=b"png", strength=1.0, box="0,0,64,64")
+    other_edit = replace(edit, init_image=b"other", box=None, mask=b"mask")
+    assert edit.batch_key() == other_edit.batch_key()
 
 
 def test_incompatible_requests_are_not_merged() -> None:
     queue = FairQueue()
     queue.push(request("a0", "alice", steps=10))
     queue.push(request("b0", "bob", steps=20))
-    queue.push(request("c0", "carol", init_image=b"png", strength=0.5))
+    queue.push(request("c0", "carol", mode=Mode.IMG2IMG, init_image=b"png", strength=0.5))
     queue.push(request("d0", "dave", steps=10))
     assert drain(queue, max_images=8) == [["a0", "d0"], ["b0"], ["c0"]]
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bot.engine.samplers import SAMPLERS
-from bot.engine.types import EngineError, GenerationResult
+from bot.engine.types import EngineError, GenerationResult, Mode
 from bot.engine.worker import StepReport, Worker
 from tests.engine.helpers import difference, make_request, pixels
 
@@ -119,11 +119,11 @@ def test_img2img_keeps_the_size(tiny_worker: Worker) -> None:
     buffer = io.BytesIO()
     start.save(buffer, format="PNG")
     result = run_one(tiny_worker, seeds=(1, 2), width=168, height=96, steps=10,
-                     init_image=buffer.getvalue(), strength=0.5)
+                     mode=Mode.IMG2IMG, init_image=buffer.getvalue(), strength=0.5)
     assert [(i.width, i.height) for i in result.images] == [(168, 96)] * 2
     assert "Denoising strength: 0.5" in parameters(result.images[0].png)
     again = run_one(tiny_worker, seeds=(1,), width=168, height=96, steps=10,
-                    init_image=buffer.getvalue(), strength=0.5)
+                    mode=Mode.IMG2IMG, init_image=buffer.getvalue(), strength=0.5)
     assert difference(result.images[0], again.images[0]) <= 2
     txt2img = run_one(tiny_worker, seeds=(1,), width=168, height=96, steps=10)
     assert _mean_difference(result, txt2img) > 0.5
@@ -133,8 +133,8 @@ def test_img2img_with_few_effective_steps(tiny_worker: Worker) -> None:
     start = Image.new("RGB", (128, 128), (30, 30, 200))
     buffer = io.BytesIO()
     start.save(buffer, format="PNG")
-    result = run_one(tiny_worker, seeds=(1,), steps=10, init_image=buffer.getvalue(),
-                     strength=0.05)
+    result = run_one(tiny_worker, seeds=(1,), steps=10, mode=Mode.IMG2IMG,
+                     init_image=buffer.getvalue(), strength=0.05)
     assert (result.images[0].width, result.images[0].height) == (128, 128)
 
 

@@ -9,7 +9,15 @@ import zlib
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import Atelier, finished, image_size, job_id_of, rows
+from tests.e2e.conftest import (
+    Atelier,
+    finished,
+    image_size,
+    job_id_of,
+    rows,
+    stored_files,
+    withdrawn,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +39,7 @@ def bomb(side: int = 50_000) -> bytes:
 
 
 async def refused(atelier: Atelier, expected: str, **attachment: tuple[str, bytes, str]) -> None:
+    """Refused at once, on what Discord says of the file (its declared size and type)."""
     handle = await atelier.double.slash("imagine", {"prompt": "a fox"}, user=atelier.double.alice,
                                         attachments=attachment)
     response = await handle.response()
@@ -38,26 +47,42 @@ async def refused(atelier: Atelier, expected: str, **attachment: tuple[str, byte
     assert expected in response.data["content"], response.data["content"]
 
 
+async def refused_once_fetched(atelier: Atelier, expected: str,
+                               **attachment: tuple[str, bytes, str]) -> None:
+    """Refused once the file is fetched: the public placeholder is taken back."""
+    handle = await atelier.double.slash("imagine", {"prompt": "a fox"}, user=atelier.double.alice,
+                                        attachments=attachment)
+    text = await withdrawn(atelier, handle)
+    assert expected in text, text
+
+
 async def test_uploads_that_are_not_usable_pictures(atelier: Atelier) -> None:
     gif = io.BytesIO()
     Image.new("RGB", (32, 32)).save(gif, format="GIF")
-    await refused(atelier, "`notes.png` is not a readable PNG, JPEG or WebP image",
-                  image=("notes.png", b"these are my notes", "image/png"))
     await refused(atelier, "`notes.txt` is not an image",
                   image=("notes.txt", b"these are my notes", "text/plain"))
     await refused(atelier, "`anim.gif` is GIF; use a PNG, JPEG or WebP image",
                   image=("anim.gif", gif.getvalue(), "image/gif"))
     await refused(atelier, "at most 10 MiB",
                   image=("huge.png", b"\x89PNG" + b"\x00" * (10 * 1024 * 1024 + 1), "image/png"))
-    await refused(atelier, "`wide.png` is 5000×64; images may be at most 4096 px a side",
-                  image=("wide.png", png(5000, 64), "image/png"))
-    await refused(atelier, "`bomb.png` decodes to too many pixels; images may be at most 4096",
-                  image=("bomb.png", bomb(), "image/png"))
+    await refused_once_fetched(atelier, "`notes.png` is not a readable PNG, JPEG or WebP image",
+                               image=("notes.png", b"these are my notes", "image/png"))
+    await refused_once_fetched(atelier, "`sneaky.png` is GIF; use a PNG, JPEG or WebP image",
+                               image=("sneaky.png", gif.getvalue(), "image/png"))
+    await refused_once_fetched(
+        atelier, "`wide.png` is 5000×64; images may be at most 4096 px a side",
+        image=("wide.png", png(5000, 64), "image/png"))
+    await refused_once_fetched(
+        atelier, "`bomb.png` decodes to too many pixels; images may be at most 4096",
+        image=("bomb.png", bomb(), "image/png"))
+    await refused_once_fetched(atelier, "The image is 500×100, wider than 4:1; crop it first",
+                               image=("band.png", png(500, 100), "image/png"))
     truncated = png(64, 64)[:60]
-    await refused(atelier, "`cut.png` is not a readable", image=("cut.png", truncated,
-                                                                  "image/png"))
+    await refused_once_fetched(atelier, "`cut.png` is not a readable",
+                               image=("cut.png", truncated, "image/png"))
     assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 0
-    assert [m for m in atelier.double.messages if not m.ephemeral] == []
+    assert [m for m in atelier.double.messages if not m.ephemeral and not m.deleted] == []
+    assert stored_files(atelier) == []
 
 
 async def test_an_upload_is_used_at_the_models_area_keeping_its_aspect(atelier: Atelier) -> None:
@@ -130,19 +155,18 @@ async def test_direct_message_jobs_belong_to_their_user(atelier: Atelier) -> Non
     assert not (await again.response()).ephemeral  # her own DM job is hers to recall
 
 
-async def test_a_jpeg_cut_short_fails_its_job_with_a_clear_message(atelier: Atelier) -> None:
-    """Only the header is read before answering Discord; the engine finds the rest missing."""
+async def test_a_jpeg_cut_short_is_found_out_before_its_job_is_saved(atelier: Atelier) -> None:
+    """Its header reads well; decoding it after the deferral finds the rest missing."""
     buffer = io.BytesIO()
     Image.effect_noise((256, 256), 60).convert("RGB").save(buffer, format="JPEG", quality=95)
     cut = buffer.getvalue()[: len(buffer.getvalue()) // 3]
     handle = await atelier.double.slash(
         "imagine", {"prompt": "a fox", "count": 1}, user=atelier.double.alice,
         attachments={"image": ("cut.jpg", cut, "image/jpeg")})
-    message = await finished(handle)
-    assert "Failed — `the starting picture` is not a readable PNG, JPEG or WebP image" in (
-        message.content)
-    [job] = rows(atelier, "SELECT status FROM jobs")
-    assert job["status"] == "failed"
+    assert await withdrawn(atelier, handle) == (
+        "❌ `cut.jpg` is not a readable PNG, JPEG or WebP image")
+    assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 0
+    assert stored_files(atelier) == []
 
 
 async def test_prompts_needing_too_many_chunks_are_refused_before_any_job(

@@ -60,6 +60,16 @@ async def test_blocked_words_are_refused_in_disguise(atelier: Atelier) -> None:
     assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 1
 
 
+async def test_quick_iteration_is_not_rate_limited_by_default(atelier: Atelier) -> None:
+    """Twelve jobs in well under a minute, one at a time (as `🔄` and `V` presses come): the queue
+    limit bounds a user, no per-minute limit refuses them."""
+    for i in range(12):
+        handle = await atelier.imagine(f"fox {i}", count=1, steps=1)
+        assert (await handle.response()).type == 5, i
+        await finished(handle)
+    assert rows(atelier, "SELECT count(*) FROM jobs WHERE status = 'done'")[0][0] == 12
+
+
 async def test_a_user_may_start_only_so_many_jobs_a_minute(atelier: Atelier) -> None:
     await atelier.restart(rate_limit_per_minute=2, max_queue_per_user=10)
     for i in range(2):

@@ -37,6 +37,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.lora_dir is None
     assert (settings.executor, settings.ray_address, settings.ray_workers) == ("local", "", None)
     assert settings.log_level == "INFO"
+    assert settings.rate_limit_per_minute == 0  # off: the queue limit already bounds a user
 
 
 def test_every_variable_parsed_and_typed(tmp_path: Path) -> None:
