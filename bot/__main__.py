@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -61,20 +60,18 @@ async def run(settings: Settings) -> None:
         await bot.start(settings.discord_token)
 
 
-def backup(settings: Settings, target: Path) -> None:
-    """Copy the live database with SQLite's online backup API (safe while the bot runs)."""
-    if not settings.database_path.exists():
-        raise SystemExit(f"no database at {settings.database_path}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source = sqlite3.connect(settings.database_path)
-    destination = sqlite3.connect(target)
+def backup(settings: Settings, target: Path) -> int:
+    """Copy the live database and the images beside `target` (see `bot.backup`)."""
+    from bot.backup import BackupError
+    from bot.backup import backup as make_backup
+
     try:
-        with destination:
-            source.backup(destination)
-    finally:
-        destination.close()
-        source.close()
-    print(f"backed up {settings.database_path} to {target}")
+        made = make_backup(settings.database_path, settings.images_dir, target)
+    except BackupError as error:
+        print(f"atelier: backup: {error}", file=sys.stderr)
+        return 2
+    print(made.report(settings.database_path, settings.images_dir))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(argv) != 2:
                 print("usage: python -m bot backup PATH", file=sys.stderr)
                 return 2
-            backup(load_settings(require_token=False), Path(argv[1]))
-            return 0
+            return backup(load_settings(require_token=False), Path(argv[1]))
         if argv:
             print("usage: python -m bot [backup PATH]", file=sys.stderr)
             return 2

@@ -3,11 +3,12 @@ defaults) and the LoRAs in `LORA_DIR`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 from bot.config import ConfigError, Settings
-from bot.engine.loras import find_lora, lora_files
+from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import ModelSpec, describe, model_name
 from bot.prompt import PromptError
 
@@ -21,6 +22,7 @@ class Catalogue:
         self._specs = {spec.name: spec for spec in specs}
         self.default = specs[0]
         self.lora_dir = lora_dir
+        self.loras = LoraFolder(lora_dir)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalogue:
@@ -60,14 +62,25 @@ class Catalogue:
     # ---- LoRAs --------------------------------------------------------------------------------
 
     def lora_names(self) -> list[str]:
-        """LORA_DIR's LoRAs, listed afresh each time: files added later are usable at once."""
-        return list(lora_files(self.lora_dir))
+        """LORA_DIR's LoRAs, listed again when the folder has changed. Blocking: call it in a
+        worker thread."""
+        return list(self.loras.files())
+
+    async def refresh_loras(self) -> None:
+        """Bring what `lora` checks names against up to date, reading the folder (only when it
+        has changed) off the event loop: files added to LORA_DIR are usable at once. Call it
+        before resolving a prompt."""
+        if self.lora_dir is not None:
+            await asyncio.to_thread(self.loras.files)
 
     def lora(self, name: str) -> str:
-        """The LoRA file (its stem) `name` stands for; unknown names list those there are."""
+        """The LoRA file (its stem) `name` stands for, among the files `refresh_loras` found;
+        unknown names list those there are. Never reads the disk."""
         if self.lora_dir is None:
             raise PromptError("LoRAs are not set up on this bot (LORA_DIR is not set)")
-        files = lora_files(self.lora_dir)
+        files = self.loras.listed
+        if files is None:
+            raise RuntimeError("LORA_DIR has not been listed yet: await refresh_loras() first")
         found = find_lora(files, name)
         if found is None:
             raise PromptError(f"Unknown LoRA `{name}`. Accepted: {_listing(list(files))}")

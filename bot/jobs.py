@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -14,6 +13,7 @@ import discord
 
 from bot import render
 from bot.access import nsfw_allowed
+from bot.blocked import blocked_word
 from bot.delivery import Attachment, Delivery, Render
 from bot.engine.executor import ExecutorClosed
 from bot.engine.samplers import sampler
@@ -44,15 +44,6 @@ class JobRefused(Exception):
 
 class QueueFull(JobRefused):
     """The user already has as many jobs waiting as they may."""
-
-
-def blocked_word(text: str, words: tuple[str, ...]) -> str | None:
-    """The first of `words` that appears in `text` as a whole word (any case), if any."""
-    lowered = text.lower()
-    for word in words:
-        if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
-            return word
-    return None
 
 
 def _check_words(job: JobRecord, words: tuple[str, ...]) -> None:

@@ -15,6 +15,11 @@ UPLOAD_MAX_BYTES = 10 * 1024 * 1024
 UPLOAD_MAX_SIDE = 4096
 UPLOAD_TYPES = ("PNG", "JPEG", "WEBP")
 MULTI_PROMPT_PARTS_MAX = 8
+# The text encoder reads a prompt in chunks of 75 tokens (CLIP's 77 less its start and end);
+# each chunk lengthens every cross-attention of every step, so a prompt (all its `::` parts
+# together) and a negative prompt may each need at most this many.
+PROMPT_CHUNK_TOKENS = 75
+PROMPT_CHUNKS_MAX = 8
 LORAS_MAX = 5  # LoRAs in one prompt
 LORA_WEIGHT_MIN, LORA_WEIGHT_MAX = -5.0, 5.0
 

@@ -16,6 +16,8 @@ from bot.prompt import (
     Aspect,
     ParsedPrompt,
     PromptError,
+    check_chunks,
+    chunks_at_least,
     parse_aspect,
     parse_lora_list,
     parse_prompt,
@@ -185,10 +187,12 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
                                 limits.STRENGTH_MIN, limits.STRENGTH_MAX)
 
     negatives = [_first(options.negative, defaults.negative, default=""), parsed.negative or ""]
+    negative = ", ".join(text.strip() for text in negatives if text.strip())
+    check_chunks("The negative prompt", chunks_at_least(negative), parts=False)
     text, loras = resolve_loras(options, parsed, catalogue)
     return JobParameters(
         prompt=text,
-        negative=", ".join(text.strip() for text in negatives if text.strip()),
+        negative=negative,
         model=model,
         sampler=sampler,
         aspect=aspect,

@@ -1,13 +1,16 @@
-"""Pure parsing of `/imagine` prompts: Midjourney `--parameters` and `::` weights, LoRA tags."""
+"""Pure parsing of `/imagine` prompts: Midjourney `--parameters` and `::` weights, LoRA tags,
+and how many 75-token chunks a prompt needs at least."""
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 
 from bot import limits
+from bot.emphasis import parse_emphasis
 
 
 class PromptError(ValueError):
@@ -175,9 +178,11 @@ def parse_prompt(raw: str) -> ParsedPrompt:
     negative = ", ".join(negatives) if negatives else None
     if negative is not None:
         _check_length("The `--no` text", negative)
+    parts = parse_weighted_parts(strip_lora_tags(text))
+    check_chunks("The prompt", sum(chunks_at_least(part.text) for part in parts))
     return ParsedPrompt(
         text=text,
-        parts=parse_weighted_parts(strip_lora_tags(text)),
+        parts=parts,
         negative=negative,
         aspect=values.get("ar"),  # type: ignore[arg-type]
         seed=values.get("seed"),  # type: ignore[arg-type]
@@ -214,6 +219,57 @@ def _parse_value(name: str, written: str, value: str) -> object:
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
         raise PromptError(f"`--{written}` takes one name, got `{value}`")
     return value.lower()
+
+
+# ---- 75-token chunks ---------------------------------------------------------------------------
+
+# CLIP's tokenizer splits text into runs of letters, single digits and runs of other characters
+# before its byte-pair merges, so each letter run and each digit is at least one token.
+_TOKEN_FLOOR = re.compile(r"[^\W\d_]+|\d")
+# Dropped before counting, which can only lower the count: control and format characters, which
+# some tokenizers drop, and characters this Python does not know (a newer tokenizer may know them
+# as letters, joining the runs on either side).
+_UNCOUNTED = frozenset(("Cc", "Cf", "Cn"))
+
+
+def tokens_at_least(text: str) -> int:
+    """A floor on the tokens of `text` for CLIP's tokenizer, counted without it."""
+    text = "".join(ch for ch in text
+                   if ch.isspace() or unicodedata.category(ch) not in _UNCOUNTED)
+    return len(_TOKEN_FLOOR.findall(unicodedata.normalize("NFC", text)))
+
+
+def chunks_at_least(text: str) -> int:
+    """At least how many chunks of 75 tokens the text encoder needs for `text` (one `::` part,
+    or a negative prompt): each `BREAK` starts a new chunk, and a chunk holds 75 tokens."""
+    counts = [0]
+    for span in parse_emphasis(text):
+        if span.new_chunk:
+            counts.append(0)
+        counts[-1] += tokens_at_least(span.text)
+    *before, last = counts
+    # As the encoder lays them out: a chunk before every `BREAK`, even an empty one, and none
+    # for nothing after the last `BREAK`.
+    if not before:
+        return max(1, math.ceil(last / limits.PROMPT_CHUNK_TOKENS))
+    return (sum(max(1, math.ceil(tokens / limits.PROMPT_CHUNK_TOKENS)) for tokens in before)
+            + math.ceil(last / limits.PROMPT_CHUNK_TOKENS))
+
+
+def chunks_message(what: str, needed: int, *, at_least: bool = False, parts: bool = True) -> str:
+    """Why `what` (`The prompt`, `The negative prompt`) is refused: it needs `needed` chunks;
+    `parts` when its `::` parts are encoded each on its own (prompts, not negative prompts)."""
+    why = "each `BREAK` starts a new chunk" + (
+        ", and each `::` part has chunks of its own" if parts else "")
+    return (f"{what} needs {'at least ' if at_least else ''}{needed} chunks of "
+            f"{limits.PROMPT_CHUNK_TOKENS} tokens; at most {limits.PROMPT_CHUNKS_MAX} are allowed "
+            f"({why})")
+
+
+def check_chunks(what: str, needed: int, *, parts: bool = True) -> None:
+    """Refuse `what` if it needs more chunks than allowed (`needed` from `chunks_at_least`)."""
+    if needed > limits.PROMPT_CHUNKS_MAX:
+        raise PromptError(chunks_message(what, needed, at_least=True, parts=parts))
 
 
 # ---- LoRA tags ----------------------------------------------------------------------------------

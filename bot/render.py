@@ -96,3 +96,12 @@ def fit_lines(lines: Sequence[str], limit: int) -> str:
         shown.append(line)
         used += len(line) + 1
     return "\n".join(shown)
+
+
+def deleted_pictures_text(indexes: Sequence[int]) -> str:
+    """`message of image 2 deleted`, `messages of images 2, 4 deleted` (indexes from 0): the
+    pictures of a job whose message someone removed with 🗑️."""
+    numbers = ", ".join(str(index + 1) for index in indexes)
+    if len(indexes) == 1:
+        return f"message of image {numbers} deleted"
+    return f"messages of images {numbers} deleted"

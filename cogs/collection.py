@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import discord
@@ -14,6 +15,10 @@ if TYPE_CHECKING:
     from bot.client import AtelierBot
 
 Interaction = discord.Interaction["AtelierBot"]
+
+log = logging.getLogger(__name__)
+
+DELETE_FAILED = "❌ Discord did not delete the message; it is still there. Try again in a moment."
 
 
 class Collection(commands.Cog):
@@ -36,20 +41,29 @@ class Collection(commands.Cog):
         await interaction.response.send_message(text, ephemeral=True)
 
     async def on_delete(self, interaction: Interaction, job_id: str, index: int | None) -> None:
-        """`🗑️`: delete this message (its author, or Manage Messages); history keeps the job."""
+        """`🗑️`: delete this message (its author, or Manage Messages); history keeps the job,
+        noting which picture's message was deleted."""
         found = await visible_image(interaction, job_id, index)
         if found is None:
             return
-        job, _ = found
+        job, image = found
         if not (may_manage(interaction, job) or posted_for(interaction)):
             await answer_error(interaction, "Only the author of this job can delete it.")
             return
-        await self.bot.repo.mark_deleted(job.id)
         await interaction.response.defer()
         try:
             await interaction.delete_original_response()
         except discord.HTTPException as error:
-            await answer_error(interaction, f"Could not delete the message: {error.text}")
+            log.warning("could not delete message %s of job %s: %s %s",
+                        interaction.message and interaction.message.id, job.id, error.status,
+                        error.text)
+            await answer_error(interaction, DELETE_FAILED)
+            return
+        # Only now, with the message gone: the job itself, its grid and its other pictures'
+        # messages stay as they are.
+        if interaction.message is not None:
+            await self.bot.repo.record_deleted_message(interaction.message.id, job.id,
+                                                       image.index, interaction.user.id)
 
 
 def posted_for(interaction: Interaction) -> bool:

@@ -8,13 +8,15 @@ import io
 import math
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import render
 from bot.access import nsfw_allowed, scope_of
 from bot.replies import answer_error, answering_errors
 from bot.thumbnails import Thumbnails
@@ -57,6 +59,8 @@ class Listing:
     page: int
     filters: Filters
     search: str
+    deleted: dict[str, tuple[int, ...]] = field(default_factory=dict)  # pictures whose message
+    # was deleted (from 0), by job id
 
     @property
     def pages(self) -> int:
@@ -103,20 +107,22 @@ def nothing_found_text(filters: Filters, search: str) -> str:
     return "No finished jobs found" + (" — " + ", ".join(texts) if texts else "") + "."
 
 
-def job_line(number: int, job: JobRecord, now: float) -> str:
-    """`3. **a red fox** — @alice · 3 min ago · `k3f9x2ab``"""
+def job_line(number: int, job: JobRecord, now: float, deleted: Sequence[int] = ()) -> str:
+    """`3. **a red fox** — @alice · 3 min ago · `k3f9x2ab``, and `(message of image 2 deleted)`
+    when the message of one of its pictures (`deleted`, from 0) was deleted."""
     prompt = discord.utils.escape_mentions(
         discord.utils.escape_markdown(shorten(job.prompt, PROMPT_SHOWN)))
-    deleted = " (deleted)" if job.deleted_at is not None else ""
+    note = f" ({render.deleted_pictures_text(deleted)})" if deleted else ""
     return (f"{number}. **{prompt}** — <@{job.user_id}> · {age_text(now - job.created_at)}"
-            f" · `{job.id}`{deleted}")
+            f" · `{job.id}`{note}")
 
 
 def listing_text(listing: Listing, now: float) -> str:
     heading = (f"**History** — page {listing.page} of {listing.pages} · {listing.total} "
                f"job{'s' if listing.total != 1 else ''}")
     heading += "".join(f" · {text}" for text in filter_texts(listing.filters, listing.search))
-    lines = [job_line(number, job, now) for number, job in enumerate(listing.jobs, start=1)]
+    lines = [job_line(number, job, now, listing.deleted.get(job.id, ()))
+             for number, job in enumerate(listing.jobs, start=1)]
     return "\n".join([heading, *lines])
 
 
@@ -266,7 +272,8 @@ class History(commands.Cog):
             limit=PAGE_SIZE,
             offset=(page - 1) * PAGE_SIZE,
         )
-        return Listing(jobs, total, page, filters, search)
+        deleted = await self.bot.repo.deleted_pictures([job.id for job in jobs])
+        return Listing(jobs, total, page, filters, search, deleted)
 
     async def show(self, interaction: Interaction, listing: Listing) -> None:
         """Fill the (deferred) message with the listing's contact sheet, list and controls."""

@@ -52,12 +52,14 @@ def numbered_seeds(seeds: Sequence[int]) -> str:
     return " · ".join(f"{number}: {seed}" for number, seed in enumerate(seeds, start=1))
 
 
-def status_text(job: JobRecord) -> str:
+def status_text(job: JobRecord, deleted: Sequence[int] = ()) -> str:
+    """`done`, `failed — why`, and `(message of image 2 deleted)` for the pictures (`deleted`,
+    from 0) whose message was deleted."""
     text = str(job.status)
     if job.status is JobStatus.FAILED and job.error:
         text += f" — {job.error}"
-    if job.deleted_at is not None:
-        text += " (message deleted)"
+    if deleted:
+        text += f" ({render.deleted_pictures_text(deleted)})"
     return clip(text)
 
 
@@ -68,7 +70,7 @@ def child_line(child: JobRecord) -> str:
 
 
 def info_embed(job: JobRecord, images: Sequence[ImageRecord], children: Sequence[JobRecord],
-               index: int | None = None) -> discord.Embed:
+               index: int | None = None, deleted: Sequence[int] = ()) -> discord.Embed:
     """Everything about `job`, or about its image `index` (1-based) when the message shows one."""
     title = f"Image {index} of job {job.id}" if index is not None else f"Job {job.id}"
     embed = discord.Embed(title=title, description=f"**{escaped(job.prompt)}**")
@@ -89,7 +91,7 @@ def info_embed(job: JobRecord, images: Sequence[ImageRecord], children: Sequence
     if len(seeds) > 1 or index is None:
         embed.add_field(name="Seeds" if len(seeds) > 1 else "Seed", value=numbered_seeds(seeds),
                         inline=False)
-    embed.add_field(name="Status", value=status_text(job))
+    embed.add_field(name="Status", value=status_text(job, deleted))
     embed.add_field(name="Kind", value=job.kind)
     embed.add_field(name="Author", value=f"<@{job.user_id}>")
     embed.add_field(name="Created", value=f"<t:{int(job.created_at)}:f>")
@@ -134,8 +136,9 @@ class ImageInfo(commands.Cog):
         images = await self.bot.repo.images(job.id)
         children = [child for child in await self.bot.repo.children(job.id)
                     if child.visible_to(scope)]
+        deleted = (await self.bot.repo.deleted_pictures([job.id])).get(job.id, ())
         await interaction.response.send_message(
-            embed=info_embed(job, images, children, index), ephemeral=True)
+            embed=info_embed(job, images, children, index, deleted), ephemeral=True)
 
 
 async def setup(bot: AtelierBot) -> None:

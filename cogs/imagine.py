@@ -78,6 +78,7 @@ class Imagine(commands.Cog):
         )
         try:
             defaults = await self.bot.repo.settings(interaction.user.id)
+            await self.bot.catalogue.refresh_loras()
             params = resolve(options, defaults, self.bot.catalogue)
             if image is not None:
                 check_declared(image.filename, image.size, image.content_type)

@@ -23,7 +23,7 @@ from bot.catalogue import Catalogue
 from bot.engine.models import Family
 from bot.engine.samplers import SAMPLERS
 from bot.options import DEFAULT_COUNT
-from bot.prompt import PromptError
+from bot.prompt import PromptError, check_chunks, chunks_at_least
 from bot.replies import OUR_FAULT, answer_error, answering_errors
 from storage import UserSettings
 
@@ -223,15 +223,17 @@ class DefaultsModal(discord.ui.Modal):
         self.guidance.default = None if settings.guidance is None else _number(settings.guidance)
 
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
+        negative = self.negative.value.strip() or None
         try:
             steps = parse_steps(self.steps.value)
             guidance = parse_guidance(self.guidance.value)
+            check_chunks("The negative prompt", chunks_at_least(negative or ""), parts=False)
         except PromptError as error:
             await answer_error(interaction, f"❌ {error}")
             return
         current = await interaction.client.repo.settings(interaction.user.id)
         await save_and_show(interaction, replace(
-            current, negative=self.negative.value.strip() or None, steps=steps, guidance=guidance))
+            current, negative=negative, steps=steps, guidance=guidance))
 
     async def on_error(self, interaction: Interaction,  # type: ignore[override]
                        error: Exception) -> None:

@@ -75,6 +75,7 @@ class Studio(commands.Cog):
             return
 
         async def submitted(modal_interaction: Interaction, text: str, negative: str) -> None:
+            await self.bot.catalogue.refresh_loras()
             try:
                 params = resolve_remix(text, negative, job, self.bot.catalogue,
                                        count=job.count, strength=job.strength)

@@ -199,11 +199,28 @@ class Repository:
         await self._write("UPDATE jobs SET message_id = ? WHERE id = ?",
                           (message_id, job_id))
 
-    async def mark_deleted(self, job_id: str) -> None:
+    async def record_deleted_message(self, message_id: int, job_id: str, index: int,
+                                     user_id: int) -> None:
+        """Message `message_id`, showing picture `index` of a job, was deleted by `user_id`."""
         await self._write(
-            "UPDATE jobs SET deleted_at = coalesce(deleted_at, ?) WHERE id = ?",
-            (time.time(), job_id),
+            "INSERT OR IGNORE INTO deleted_messages (message_id, job_id, idx, deleted_by,"
+            " deleted_at) VALUES (?, ?, ?, ?, ?)",
+            (message_id, job_id, index, user_id, time.time()),
         )
+
+    async def deleted_pictures(self, job_ids: Sequence[str]) -> dict[str, tuple[int, ...]]:
+        """For each of these jobs that has any, the pictures (from 0) a deleted message showed."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" for _ in job_ids)
+        found: dict[str, tuple[int, ...]] = {}
+        async with self.db.execute(
+            f"SELECT DISTINCT job_id, idx FROM deleted_messages WHERE job_id IN ({marks})"
+            " ORDER BY job_id, idx", tuple(job_ids)
+        ) as cursor:
+            for row in await cursor.fetchall():
+                found[row["job_id"]] = (*found.get(row["job_id"], ()), row["idx"])
+        return found
 
     async def children(self, job_id: str) -> list[JobRecord]:
         async with self.db.execute(

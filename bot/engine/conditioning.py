@@ -4,7 +4,9 @@
 For a short prompt without emphasis the embeddings are exactly those of the pipeline's own
 `encode_prompt`, so pictures stay what they were. A prompt beyond CLIP's 77 tokens is cut into
 chunks of 75 (each framed by its own start and end token, AUTOMATIC1111's way) that are encoded
-separately and concatenated along the sequence, instead of being truncated."""
+separately and concatenated along the sequence, instead of being truncated. A prompt (all its
+`::` parts together) and a negative prompt may each need at most `PROMPT_CHUNKS_MAX` chunks: the
+bot refuses longer ones before they are saved, and this refuses any that still come."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.emphasis import Span, parse_emphasis
-from bot.prompt import parse_weighted_parts
+from bot.engine.types import EngineError
+from bot.limits import PROMPT_CHUNK_TOKENS, PROMPT_CHUNKS_MAX
+from bot.prompt import PromptError, chunks_message, parse_weighted_parts
 
-CHUNK = 75  # prompt tokens per chunk; with its start and end token, CLIP's 77
+CHUNK = PROMPT_CHUNK_TOKENS  # prompt tokens per chunk; with its start and end token, CLIP's 77
 CHUNK_WIDTH = CHUNK + 2
 COMMA_BACKTRACK = 20  # a chunk that would split a phrase ends at a comma this close instead
 
@@ -118,23 +122,44 @@ def _encode_chunks(encoder: _Encoder, chunks: list[tuple[list[int], list[float]]
     return hidden.reshape(1, -1, hidden.shape[-1]), pooled
 
 
-def _encode_text(pipe: Any, text: str, device: Any) -> Conditioning:
-    """One prompt without `::` parts: emphasis and chunks, through every text encoder."""
+Tokens = list[list[tuple[list[int], list[float]]]]  # per text encoder, the chunks of one text
+
+
+def _tokenize(pipe: Any, text: str) -> Tokens:
+    """One prompt without `::` parts, in chunks for each text encoder (emphasis applied)."""
+    spans = parse_emphasis(text)
+    return [token_chunks(encoder.tokenizer, spans) for encoder in _encoders(pipe)]
+
+
+def _chunk_count(tokens: Tokens) -> int:
+    return max(len(chunks) for chunks in tokens)
+
+
+def _check_chunks(what: str, needed: int, *, parts: bool = True) -> None:
+    if needed > PROMPT_CHUNKS_MAX:
+        raise EngineError(chunks_message(what, needed, parts=parts))
+
+
+def _encode_tokens(pipe: Any, tokens: Tokens, device: Any) -> Conditioning:
+    """One tokenized prompt through every text encoder."""
     import torch
 
-    spans = parse_emphasis(text)
     encoders = _encoders(pipe)
-    encoded: list[tuple[int, Any, Any | None]] = []
-    for encoder in encoders:
-        token_ids = token_chunks(encoder.tokenizer, spans)
-        encoded.append((len(token_ids), *_encode_chunks(encoder, token_ids, device)))
-    count = max(length for length, _, _ in encoded)
+    encoded: list[tuple[int, Any, Any | None]] = [
+        (len(chunks), *_encode_chunks(encoder, chunks, device))
+        for encoder, chunks in zip(encoders, tokens, strict=True)]
+    count = _chunk_count(tokens)
     if len(encoded) == 1:
         return Conditioning(encoded[0][1], encoded[0][2], count)
     # SDXL: the two encoders' hidden states side by side, each padded to the same length.
     hidden = [_pad_hidden(encoder, states, count, device)
               for encoder, (_, states, _) in zip(encoders, encoded, strict=True)]
     return Conditioning(torch.cat(hidden, dim=-1), encoded[-1][2], count)
+
+
+def _encode_text(pipe: Any, text: str, device: Any) -> Conditioning:
+    """One prompt without `::` parts: emphasis and chunks, through every text encoder."""
+    return _encode_tokens(pipe, _tokenize(pipe, text), device)
 
 
 def _pad_hidden(encoder: _Encoder, hidden: Any, chunks: int, device: Any) -> Any:
@@ -161,13 +186,21 @@ def pad_to(pipe: Any, conditioning: Conditioning, length: int, device: Any) -> C
 
 
 def encode_prompt(pipe: Any, prompt: str, device: Any) -> Conditioning:
-    """Encode `prompt`; `a::2 b::1` blends each part's embeddings by its (normalised) weight."""
-    parts = parse_weighted_parts(prompt) or ()
+    """Encode `prompt`; `a::2 b::1` blends each part's embeddings by its (normalised) weight.
+
+    Raises `EngineError` when its parts together need more chunks than allowed."""
+    try:
+        parts = parse_weighted_parts(prompt) or ()
+    except PromptError as error:  # a prompt saved before its `::` parts were checked
+        raise EngineError(str(error)) from None
+    texts = [part.text for part in parts] if len(parts) > 1 else [
+        parts[0].text if parts else prompt]
+    tokens = [_tokenize(pipe, text) for text in texts]
+    _check_chunks("The prompt", sum(_chunk_count(part) for part in tokens))
     if len(parts) <= 1:
-        text = parts[0].text if parts else prompt
-        return _encode_text(pipe, text, device)
+        return _encode_tokens(pipe, tokens[0], device)
     total = sum(part.weight for part in parts)
-    encoded = [_encode_text(pipe, part.text, device) for part in parts]
+    encoded = [_encode_tokens(pipe, part, device) for part in tokens]
     length = max(cond.length for cond in encoded)
     encoded = [pad_to(pipe, cond, length, device) for cond in encoded]
     weights = [part.weight / total for part in parts]
@@ -186,7 +219,11 @@ def _weighted_sum(tensors: list[Any], weights: list[float]) -> Any:
 
 
 def encode_negative(pipe: Any, negative: str, device: Any) -> Conditioning:
-    return _encode_text(pipe, negative, device)
+    """Encode `negative` (`::` is plain text there); raises `EngineError` when it needs more
+    chunks than allowed."""
+    tokens = _tokenize(pipe, negative)
+    _check_chunks("The negative prompt", _chunk_count(tokens), parts=False)
+    return _encode_tokens(pipe, tokens, device)
 
 
 def encode_pair(pipe: Any, prompt: str, negative: str,

@@ -20,7 +20,7 @@ from typing import Any
 
 from bot.engine import canvas
 from bot.engine.conditioning import Conditioning, encode_pair
-from bot.engine.loras import find_lora, lora_files
+from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.modes import MODES, Inputs, ModeSpec
 from bot.engine.optimise import optimise, warm_up
@@ -71,6 +71,15 @@ class StepReport:
 Reporter = Callable[[StepReport], None]
 CancelCheck = Callable[[str], bool]
 Outcome = GenerationResult | BaseException
+
+
+class _JobRefused(Exception):
+    """One job of a batch cannot run (its prompt is too long, say); the others can."""
+
+    def __init__(self, job_id: str, error: EngineError) -> None:
+        super().__init__(str(error))
+        self.job_id = job_id
+        self.error = error
 
 
 def resolve_device(setting: str) -> str:
@@ -157,6 +166,7 @@ class Worker:
         self.specs = {spec.name: spec for spec in config.models}
         # LoRA adapters patch the separate q/k/v projections: left unfused where LoRAs may be used.
         self.fuse_qkv = config.lora_dir is None
+        self._loras = LoraFolder(config.lora_dir)
         self._adapter_ids = itertools.count(1)
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self.jobs_done = 0
@@ -313,7 +323,7 @@ class Worker:
     def _adapter(self, loaded: _Loaded, name: str, wanted: set[str]) -> str:
         """The adapter of LoRA `name` in `loaded`, loaded from LORA_DIR unless it is already
         (and the file has not changed since)."""
-        files = lora_files(self.config.lora_dir)
+        files = self._loras.files()
         found = find_lora(files, name)
         if found is None:
             raise EngineError(f"LoRA `{name}` is not in LORA_DIR")
@@ -380,6 +390,10 @@ class Worker:
         started = time.perf_counter()
         try:
             outcomes = self._run_together(requests, report, cancelled)
+        except _JobRefused as refused:
+            others = [request for request in requests if request.job_id != refused.job_id]
+            outcomes = self.run(others, report, cancelled) if others else {}
+            return {**outcomes, refused.job_id: refused.error}
         except EngineError as error:
             return {request.job_id: error for request in requests}
         except Exception:
@@ -463,9 +477,13 @@ class Worker:
         with torch.inference_mode():
             for request in requests:
                 key = _prompt_key(request)
-                if key not in encoded:
+                if key in encoded:
+                    continue
+                try:
                     encoded[key] = encode_pair(pipe, strip_lora_tags(request.prompt),
                                                request.negative, device)
+                except EngineError as error:  # its prompt: the job fails alone
+                    raise _JobRefused(request.job_id, error) from error
         return encoded
 
     def _denoise(

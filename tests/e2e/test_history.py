@@ -326,7 +326,7 @@ async def test_only_finished_jobs_and_deleted_ones_are_marked(atelier: Atelier) 
     assert atelier.bot is not None
     done = await seed_job(atelier, "kept", 1, age=120)
     gone = await seed_job(atelier, "deleted later", 2, age=60)
-    await atelier.bot.repo.mark_deleted(gone.id)
+    await atelier.bot.repo.record_deleted_message(1234, gone.id, 1, atelier.double.alice.id)
     queued = await atelier.bot.repo.insert_job(make_job(
         guild_id=atelier.double.guild.id, channel_id=atelier.double.channel.id,
         user_id=atelier.double.alice.id, prompt="still queued", created_at=time.time()))
@@ -334,7 +334,8 @@ async def test_only_finished_jobs_and_deleted_ones_are_marked(atelier: Atelier) 
 
     message = await history(atelier)
     assert item_lines(message) == [
-        f"1. **deleted later** — <@{atelier.double.alice.id}> · 1 min ago · `{gone.id}` (deleted)",
+        f"1. **deleted later** — <@{atelier.double.alice.id}> · 1 min ago · `{gone.id}`"
+        " (message of image 2 deleted)",
         f"2. **kept** — <@{atelier.double.alice.id}> · 2 min ago · `{done.id}`",
     ]
 

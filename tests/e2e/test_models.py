@@ -3,18 +3,31 @@ checkpoint), every sampler, LoRAs, long and weighted prompts, img2img on SDXL.""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bot.engine import loras
+from bot.engine.loras import LoraFolder
 from bot.engine.samplers import SAMPLERS
 from bot.imaging import size_for
 from bot.prompt import Aspect
 from tests.double import Message
-from tests.e2e.conftest import Atelier, finished, image_size, job_id_of, pixels, png_info, rows
+from tests.e2e.conftest import (
+    Atelier,
+    button,
+    finished,
+    image_size,
+    job_id_of,
+    pixels,
+    png_info,
+    rows,
+)
 from tests.models import ModelFiles
 
 pytestmark = pytest.mark.e2e
@@ -116,6 +129,54 @@ async def test_a_lora_changes_the_picture_and_its_weight_zero_does_not(
     assert "without folders" in await refusal(atelier, "a red fox <lora:../../secret>")
     assert "without folders" in await refusal(atelier, "a red fox", lora="/etc/passwd")
     assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == jobs_before
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def test_lora_dir_is_read_off_the_event_loop_and_new_files_work_at_once(
+        atelier: Atelier, model_files: ModelFiles, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    shutil.copy(model_files.loras / "detail.safetensors", folder / "detail.safetensors")
+    await atelier.restart(lora_dir=folder)
+    reads: list[bool] = []  # for each look at the folder: was it on the event loop?
+    files, listing = LoraFolder.files, loras.lora_files
+
+    def watched_files(self: LoraFolder) -> dict[str, Path]:
+        reads.append(_on_event_loop())
+        return files(self)
+
+    def watched_listing(where: Path | str | None) -> dict[str, Path]:
+        reads.append(_on_event_loop())
+        return listing(where)
+
+    monkeypatch.setattr(LoraFolder, "files", watched_files)
+    monkeypatch.setattr(loras, "lora_files", watched_listing)
+
+    detail = await result(atelier, "a red fox <lora:detail> --seed 5 --n 1 --steps 2")
+    choices = await atelier.double.autocomplete("imagine", {"prompt": "a fox"}, focused="lora")
+    assert [c["value"] for c in choices] == ["detail"]
+    # a LoRA added while the bot runs is usable at once, by /imagine and by a remix
+    shutil.copy(model_files.loras / "style.safetensors", folder / "later.safetensors")
+    later = await result(atelier, "a red fox <lora:later> --seed 5 --n 1 --steps 2")
+    assert mean_difference(detail, later) > 1
+    assert atelier.bot is not None
+    from storage import UserSettings
+    await atelier.bot.repo.save_settings(UserSettings(atelier.double.alice.id, remix=True))
+    (folder / "latest.safetensors").symlink_to(folder / "later.safetensors")
+    click = await atelier.double.click(later, button(later, "🔄"))
+    await click.response()
+    remixed = await finished(await atelier.double.submit_modal(
+        click.modal["custom_id"], {"prompt": "a red fox <lora:latest> --seed 5 --steps 2"}))
+    assert mean_difference(remixed, later) == 0
+    assert reads and not any(reads), reads
 
 
 async def test_a_long_prompt_is_not_truncated(atelier: Atelier, model_files: ModelFiles) -> None:

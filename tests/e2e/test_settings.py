@@ -168,6 +168,17 @@ async def test_modal_refuses_values_out_of_range(atelier: Atelier) -> None:
     assert "`steps` must be a whole number from 1 to 150" in response.data["content"]
     assert panel.edits == before
     assert saved(atelier, atelier.double.alice.id) is None
+    again = await atelier.double.click(panel, button(panel, "Negative prompt, steps, CFG…"))
+    await again.response()
+    assert again.modal is not None
+    breaks = await atelier.double.submit_modal(
+        again.modal["custom_id"], {"negative": "blurry BREAK " * 9})
+    response = await breaks.response()
+    assert response.ephemeral and response.data["content"] == (
+        "❌ The negative prompt needs at least 9 chunks of 75 tokens; at most 8 are allowed "
+        "(each `BREAK` starts a new chunk)")
+    assert panel.edits == before
+    assert saved(atelier, atelier.double.alice.id) is None
 
 
 async def test_remix_toggle_makes_variations_open_a_modal(atelier: Atelier) -> None:

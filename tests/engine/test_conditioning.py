@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
+from bot import limits
 from bot.emphasis import parse_emphasis
 from bot.engine.conditioning import (
     CHUNK,
@@ -16,7 +19,9 @@ from bot.engine.conditioning import (
     encode_prompt,
     token_chunks,
 )
+from bot.engine.types import EngineError
 from bot.engine.worker import Worker
+from bot.prompt import chunks_at_least, tokens_at_least
 from tests.models import ModelFiles
 
 # The tiny models' vocabulary has one token per character, so a word of n letters is n tokens.
@@ -153,3 +158,84 @@ def test_an_empty_negative_is_zeros_where_the_model_asks(sd1: Any, xl: Any) -> N
     # SD 1.x encodes the empty prompt, as its pipeline does
     _, negative = encode_pair(sd1, SHORT, "", "cpu")
     assert torch.equal(negative.embeds, own_embeddings(sd1, "")[0])
+
+
+# ---- the chunk cap --------------------------------------------------------------------------
+
+def test_at_most_eight_chunks_are_encoded(pipe: Any) -> None:
+    eight = " BREAK ".join(["a fox"] * limits.PROMPT_CHUNKS_MAX)
+    assert encode_prompt(pipe, eight, "cpu").chunks == limits.PROMPT_CHUNKS_MAX
+    with pytest.raises(EngineError) as caught:
+        encode_prompt(pipe, eight + " BREAK a fox", "cpu")
+    assert str(caught.value) == (
+        "The prompt needs 9 chunks of 75 tokens; at most 8 are allowed (each `BREAK` starts a "
+        "new chunk, and each `::` part has chunks of its own)")
+    # the `::` parts count together, each with its own chunks
+    parts = "::1 ".join(["a fox BREAK a dog"] * 5)
+    with pytest.raises(EngineError, match="needs 10 chunks"):
+        encode_prompt(pipe, parts, "cpu")
+    # a long text without any BREAK counts too (one token per letter in the tiny models)
+    with pytest.raises(EngineError, match="needs 11 chunks"):
+        encode_prompt(pipe, "x" * (10 * CHUNK + 1), "cpu")
+    with pytest.raises(EngineError) as caught:
+        encode_pair(pipe, "a fox", "blurry BREAK " * 9, "cpu")
+    assert str(caught.value) == (
+        "The negative prompt needs 9 chunks of 75 tokens; at most 8 are allowed (each `BREAK` "
+        "starts a new chunk)")
+
+
+def test_a_prompt_saved_with_too_many_parts_fails_with_a_reason(sd1: Any) -> None:
+    with pytest.raises(EngineError, match="at most 8 `::` parts"):
+        encode_prompt(sd1, "::1 ".join(["a fox"] * 9), "cpu")
+
+
+_FRAGMENTS = st.sampled_from([
+    " ", "BREAK", " BREAK ", "BREAKFAST", "a", "fox", "lighthouse", ",", ", ", "1", "42", "(", ")",
+    "(red:1.3)", "[", "]", "\\(", "'s", "é", "e\u0301", "\u200b", "🦊", "日本", "²", "_", "\n",
+    "<|endoftext|>", "&amp;",
+])
+_TEXTS = st.one_of(
+    st.lists(st.one_of(_FRAGMENTS, st.text(max_size=4)), max_size=60).map("".join),
+    st.text(max_size=200),
+)
+
+
+def _pretokens(tokenizer: Any, text: str) -> int:
+    """How many pieces CLIP's tokenizer splits `text` into before its merges: each piece is at
+    least one token, whatever the vocabulary (the tiny models' tokenizer splits as CLIP's)."""
+    backend = tokenizer.backend_tokenizer
+    return len(backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)))
+
+
+_SCOPED = [HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=_SCOPED)
+@given(_TEXTS)
+@example("a BREAK")
+@example("BREAK a BREAK BREAK")
+@example("1" * 200)
+def test_the_count_without_a_tokenizer_never_exceeds_the_real_one(sd1: Any, text: str) -> None:
+    """What the bot refuses before a job is saved, the engine would refuse too."""
+    assert chunks_at_least(text) <= len(token_chunks(sd1.tokenizer, parse_emphasis(text)))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=_SCOPED)
+@given(_TEXTS)
+def test_each_token_counted_is_a_piece_of_clips_tokenizer(sd1: Any, text: str) -> None:
+    """The count holds for any CLIP vocabulary: every piece the tokenizer splits text into
+    before its merges is at least one token, and the count is never more than those pieces."""
+    assert tokens_at_least(text) <= _pretokens(sd1.tokenizer, text)
+
+
+_SEGMENT = st.lists(st.text("abcdefghij", min_size=1, max_size=8), max_size=6).map(" ".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=_SCOPED)
+@given(st.lists(_SEGMENT, min_size=1, max_size=40))
+@example(["", ""] * 20)
+@example(["a fox"] * 9)
+def test_the_count_is_exact_for_breaks_between_short_words(sd1: Any,
+                                                           segments: list[str]) -> None:
+    text = " BREAK ".join(segments)
+    assert chunks_at_least(text) == len(token_chunks(sd1.tokenizer, parse_emphasis(text)))

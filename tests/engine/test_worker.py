@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 
 import numpy as np
 import pytest
@@ -192,4 +191,19 @@ def test_a_bad_request_in_a_batch_does_not_fail_the_others(tiny_worker: Worker) 
     outcomes = tiny_worker.run([good, broken])
     assert isinstance(outcomes["good"], GenerationResult)
     assert isinstance(outcomes["broken"], EngineError)
-    assert re.search("failed", str(outcomes["broken"]))
+    assert str(outcomes["broken"]) == "The `::` weights must add up to more than 0"
+
+
+def test_a_prompt_needing_too_many_chunks_fails_alone(tiny_worker: Worker) -> None:
+    alone = run_one(tiny_worker, seeds=(1,))
+    long = make_request("long", seeds=(2,), prompt="a fox BREAK " * 9)
+    negative = make_request("negative", seeds=(3,), negative="blurry BREAK " * 12)
+    outcomes = tiny_worker.run([make_request("good", seeds=(1,)), long, negative])
+    good = outcomes["good"]
+    assert isinstance(good, GenerationResult)
+    assert difference(good.images[0], alone.images[0]) == 0
+    assert str(outcomes["long"]) == (
+        "The prompt needs 9 chunks of 75 tokens; at most 8 are allowed (each `BREAK` starts a "
+        "new chunk, and each `::` part has chunks of its own)")
+    assert isinstance(outcomes["negative"], EngineError)
+    assert str(outcomes["negative"]).startswith("The negative prompt needs 12 chunks")

@@ -167,3 +167,35 @@ async def test_a_jpeg_cut_short_is_found_out_before_its_job_is_saved(atelier: At
         "❌ `cut.jpg` is not a readable PNG, JPEG or WebP image")
     assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 0
     assert stored_files(atelier) == []
+
+
+async def test_prompts_needing_too_many_chunks_are_refused_before_any_job(
+        atelier: Atelier) -> None:
+    breaks = await (await atelier.imagine("BREAK " * 165 + "fox")).response()
+    assert breaks.type == 4 and breaks.ephemeral
+    assert breaks.data["content"] == (
+        "❌ The prompt needs at least 166 chunks of 75 tokens; at most 8 are allowed (each "
+        "`BREAK` starts a new chunk, and each `::` part has chunks of its own)")
+    parts = await (await atelier.imagine("::1 ".join(["a fox BREAK a dog"] * 5))).response()
+    assert parts.ephemeral and "at least 10 chunks" in parts.data["content"]
+    negative = await (await atelier.imagine("a fox", negative="blurry BREAK " * 9)).response()
+    assert negative.ephemeral and negative.data["content"] == (
+        "❌ The negative prompt needs at least 9 chunks of 75 tokens; at most 8 are allowed "
+        "(each `BREAK` starts a new chunk)")
+    assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 0
+    assert [m for m in atelier.double.messages if not m.ephemeral] == []
+
+
+async def test_the_engine_refuses_what_the_bot_could_not_count(atelier: Atelier) -> None:
+    # The tiny model's vocabulary has one token per letter: 80 words of 10 letters are 800
+    # tokens, 11 chunks, though a real CLIP vocabulary needs 2. Only the engine can tell.
+    message = await finished(await atelier.imagine("lighthouse " * 80, count=1))
+    job_id = job_id_of(message)
+    assert message.content.split("\n")[1] == (
+        "Failed — The prompt needs 11 chunks of 75 tokens; at most 8 are allowed (each `BREAK` "
+        f"starts a new chunk, and each `::` part has chunks of its own) · job `{job_id}`")
+    assert not message.attachments and not message.buttons
+    [job] = rows(atelier, "SELECT status, error FROM jobs")
+    assert job["status"] == "failed" and job["error"].startswith("The prompt needs 11 chunks")
+    # the next job runs as usual
+    assert (await finished(await atelier.imagine("a red fox", count=1))).attachments

@@ -43,6 +43,23 @@ async def test_blocked_words_are_refused(atelier: Atelier) -> None:
     assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 1
 
 
+async def test_blocked_words_are_refused_in_disguise(atelier: Atelier) -> None:
+    await atelier.restart(blocked_words=("gore", "blood bath"))
+    for prompt, negative, word in (
+            ("two gores", None, "gore"), ("bloody_gore", None, "gore"), ("ｇｏｒｅ", None, "gore"),
+            ("go\u200bre", None, "gore"), ("g.o.r.e", None, "gore"),
+            ("a bloodbath", None, "blood bath"), ("a fox", "blood baths", "blood bath")):
+        options = {"negative": negative} if negative else {}
+        answer = await (await atelier.imagine(prompt, **options)).response()
+        assert answer.ephemeral, prompt
+        assert answer.data["content"] == (
+            f"❌ The prompt contains a word this server does not allow (`{word}`)")
+    assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 0
+    allowed = await atelier.imagine("a gorgeous bath, gory-free class", count=1)
+    assert (await allowed.response()).type == 5
+    assert rows(atelier, "SELECT count(*) FROM jobs")[0][0] == 1
+
+
 async def test_quick_iteration_is_not_rate_limited_by_default(atelier: Atelier) -> None:
     """Twelve jobs in well under a minute, one at a time (as `🔄` and `V` presses come): the queue
     limit bounds a user, no per-minute limit refuses them."""

@@ -41,7 +41,7 @@ async def _done(repo: Repository, prompt: str = "a red fox in the snow", **field
 
 
 async def test_migrations_applied_once_and_idempotent(db_path: Path) -> None:
-    latest = len(migrations())
+    latest = migrations()[-1][0]
     assert latest >= 1
     repo = Repository(await open_database(db_path))
     assert db_path.exists()
@@ -72,7 +72,7 @@ async def test_a_failing_migration_leaves_nothing_behind(db_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     await (await open_database(db_path)).close()  # the file, at the latest version
     first = migrations()
-    broken = (len(first) + 1, "9999_broken.sql",
+    broken = (first[-1][0] + 1, "9999_broken.sql",
               "CREATE TABLE half_done (x INTEGER);\nINSERT INTO missing_table VALUES (1);")
     monkeypatch.setattr("storage.database.migrations", lambda: [*first, broken])
     with pytest.raises(sqlite3.OperationalError):
@@ -80,7 +80,7 @@ async def test_a_failing_migration_leaves_nothing_behind(db_path: Path,
     monkeypatch.undo()
     repo = Repository(await open_database(db_path))
     try:
-        assert await _scalar(repo, "PRAGMA user_version") == len(first)
+        assert await _scalar(repo, "PRAGMA user_version") == first[-1][0]
         leftover = "SELECT count(*) FROM sqlite_master WHERE name = 'half_done'"
         assert await _scalar(repo, leftover) == 0
     finally:
@@ -375,6 +375,23 @@ async def test_toggle_favourite(repo: Repository) -> None:
     assert other.id not in {j.id for j in (await repo.history(GUILD, favourites_of=11))[0]}
     with pytest.raises(sqlite3.IntegrityError):
         await repo.toggle_favourite(10, "nosuchjb", 0)
+
+
+async def test_deleted_messages_are_kept_per_message(repo: Repository) -> None:
+    job = await _done(repo, "a fox")
+    other = await _done(repo, "a dog")
+    await repo.record_deleted_message(501, job.id, 2, 10)
+    await repo.record_deleted_message(502, job.id, 0, 11)
+    await repo.record_deleted_message(503, job.id, 2, 10)  # image 3 posted and deleted twice
+    await repo.record_deleted_message(501, job.id, 2, 12)  # the same message again: kept once
+    assert await repo.deleted_pictures([job.id, other.id, "nosuchjb"]) == {job.id: (0, 2)}
+    assert await repo.deleted_pictures([]) == {}
+    assert await _scalar(repo, "SELECT deleted_by FROM deleted_messages WHERE message_id = 501") \
+        == 10
+    stored = await repo.job(job.id)  # the job itself is not marked
+    assert stored is not None and stored.deleted_at is None
+    with pytest.raises(sqlite3.IntegrityError):
+        await repo.record_deleted_message(504, "nosuchjb", 0, 10)
 
 
 async def test_full_text_index_stays_in_sync(repo: Repository) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,8 @@ import pytest
 from bot import limits
 from bot.catalogue import Catalogue
 from bot.config import ConfigError, Settings
-from bot.engine.loras import find_lora, lora_files
+from bot.engine import loras
+from bot.engine.loras import LoraFolder, find_lora, lora_files
 from bot.engine.models import describe
 from bot.options import ImagineOptions, resolve
 from bot.prompt import (
@@ -44,6 +47,7 @@ def catalogue(lora_dir: Path) -> Catalogue:
 
 
 def _resolve(catalogue: Catalogue, prompt: str, **options: object):  # type: ignore[no-untyped-def]
+    catalogue.lora_names()  # as the bot refreshes the listing before resolving a prompt
     return resolve(ImagineOptions(prompt=prompt, **options), NO_DEFAULTS,  # type: ignore[arg-type]
                    catalogue)
 
@@ -172,6 +176,47 @@ def test_new_files_are_seen_without_a_restart(catalogue: Catalogue, lora_dir: Pa
     (lora_dir / "fresh.safetensors").write_bytes(b"")
     assert "fresh" in catalogue.lora_names()
     assert _resolve(catalogue, "a fox <lora:fresh>").loras == (("fresh", 1.0),)
+
+
+def test_the_listing_is_kept_until_the_folder_changes(lora_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    listings: list[Path] = []
+
+    def listing(folder: Path) -> dict[str, Path]:
+        listings.append(folder)
+        return lora_files(folder)
+
+    monkeypatch.setattr(loras, "lora_files", listing)
+    a_minute_ago = time.time() - 60
+    os.utime(lora_dir, (a_minute_ago, a_minute_ago))
+    folder = LoraFolder(lora_dir)
+    assert folder.listed is None
+    first = folder.files()
+    assert folder.files() == first == folder.listed and len(listings) == 1
+    (lora_dir / "fresh.safetensors").write_bytes(b"")
+    assert "fresh" in folder.files() and len(listings) == 2
+    (lora_dir / "fresh.safetensors").unlink()
+    assert "fresh" not in folder.files()
+    assert LoraFolder(None).files() == {} and LoraFolder(lora_dir / "gone").files() == {}
+
+
+def test_a_change_in_the_same_tick_of_the_folders_clock_is_seen(lora_dir: Path) -> None:
+    now = time.time_ns()
+    os.utime(lora_dir, ns=(now, now))
+    folder = LoraFolder(lora_dir)
+    assert "fresh" not in folder.files()
+    (lora_dir / "fresh.safetensors").write_bytes(b"")
+    os.utime(lora_dir, ns=(now, now))  # a coarse clock: the folder's time has not moved
+    assert "fresh" in folder.files()
+
+
+def test_lora_checks_never_read_the_disk(lora_dir: Path) -> None:
+    catalogue = Catalogue([describe("tiny", "tiny")], lora_dir)
+    with pytest.raises(RuntimeError, match="refresh_loras"):
+        catalogue.lora("detail")  # a caller that did not list the folder first
+    catalogue.lora_names()
+    (lora_dir / "detail.safetensors").unlink()
+    assert catalogue.lora("detail") == "detail"  # the listing it was given
 
 
 def test_lora_dir_must_be_a_folder(tmp_path: Path) -> None:

@@ -235,3 +235,15 @@ def test_a_saved_model_the_server_removed_falls_back_to_the_default(
     assert params.model == TINY
     # an explicit unknown model is still an error naming what exists
     assert "Unknown model `anime`" in _error(catalogue, "a cat --model anime")
+
+
+def test_a_negative_prompt_needing_too_many_chunks_is_refused(catalogue: Catalogue) -> None:
+    breaks = " BREAK ".join(["blurry"] * 5)
+    assert _resolve(catalogue, negative=breaks).negative == breaks
+    # the option, the saved default and `--no` make one negative prompt, counted together
+    message = _error(catalogue, f"a cat --no {breaks}", negative=breaks)
+    assert message == (
+        "The negative prompt needs at least 9 chunks of 75 tokens; at most 8 are allowed (each "
+        "`BREAK` starts a new chunk)")
+    assert "at least 9" in _error(catalogue, f"a cat --no {breaks}",
+                                  UserSettings(user_id=1, negative=breaks))

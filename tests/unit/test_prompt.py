@@ -7,7 +7,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot import limits
-from bot.prompt import Aspect, ParsedPrompt, PromptError, WeightedPart, parse_prompt
+from bot.prompt import (
+    Aspect,
+    ParsedPrompt,
+    PromptError,
+    WeightedPart,
+    chunks_at_least,
+    parse_prompt,
+)
 
 
 def test_plain_prompt_has_one_part_and_no_parameters() -> None:
@@ -132,6 +139,41 @@ def test_negative_length_limit() -> None:
     assert parse_prompt("cat --no " + "n" * limits.PROMPT_MAX).negative == "n" * 1000
     message = _error("cat --no " + "n" * 600 + " --no " + "m" * 600)
     assert "--no" in message and "1000" in message
+
+
+# ---- 75-token chunks ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "chunks"), [
+    ("", 1),
+    ("a red fox", 1),
+    ("a red fox BREAK in the snow", 2),
+    ("BREAK a fox", 2),  # an empty chunk before the first BREAK
+    ("a fox BREAK", 1),  # none for nothing after the last
+    ("a BREAK BREAK b", 3),
+    ("(a fox BREAK:1.2) snow", 2),  # inside brackets too
+    ("BREAKFAST Break", 1),  # only the word BREAK, in capitals
+    ("BREAK " * 166 + "x", 167),
+    ("1" * 1000, 14),  # every digit is a token
+    ("a " * 500, 7),  # every word is at least one
+    ("lighthouse " * 75, 1),  # a long word may be one token
+    ("lighthouse " * 76, 2),
+])
+def test_chunks_needed_at_least(text: str, chunks: int) -> None:
+    assert chunks_at_least(text) == chunks
+
+
+def test_prompts_needing_too_many_chunks_are_refused() -> None:
+    eight = " BREAK ".join(["a fox"] * limits.PROMPT_CHUNKS_MAX)
+    assert parse_prompt(eight).text == eight
+    assert _error(eight + " BREAK a fox --seed 1") == (
+        "The prompt needs at least 9 chunks of 75 tokens; at most 8 are allowed (each `BREAK` "
+        "starts a new chunk, and each `::` part has chunks of its own)")
+    assert "at least 167 chunks" in _error("BREAK " * 166 + "x")
+    # the `::` parts count together
+    assert "at least 10 chunks" in _error("::1 ".join(["a fox BREAK a dog"] * 5))
+    assert parse_prompt("::1 ".join(["a fox"] * 8)).parts[7] == WeightedPart("a fox", 1.0)
+    # LoRA tags are not read by the text encoder
+    assert parse_prompt(eight + " <lora:detail>").loras == (("detail", 1.0),)
 
 
 @pytest.mark.parametrize(
