@@ -43,7 +43,7 @@ test: $(STAMP)
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	@$(VENV)/bin/ruff check bot cogs storage tests bench
+	@$(VENV)/bin/ruff check bot cogs storage web tests bench
 	@$(VENV)/bin/mypy
 
 bench: $(STAMP)

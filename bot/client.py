@@ -23,6 +23,7 @@ from bot.loopwatch import LoopWatch
 from bot.replies import OUR_FAULT, answer_error
 from bot.ui import STALE_BUTTON, ButtonHandler, JobButton
 from storage import ImageStore, Repository, open_database
+from web import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class AtelierBot(commands.Bot):
     store: ImageStore
     executor: Executor
     jobs: JobService
+    gallery: Gallery
 
     def __init__(self, settings: Settings) -> None:
         intents = discord.Intents.none()
@@ -114,6 +116,8 @@ class AtelierBot(commands.Bot):
             except commands.ExtensionError:
                 log.exception("could not load %s", extension)
         await self._sync_commands()
+        self.gallery = Gallery(self)
+        await self.gallery.start()
         resumed = await self.jobs.recover()
         if resumed:
             log.info("resumed %d unfinished jobs", resumed)
@@ -187,6 +191,8 @@ class AtelierBot(commands.Bot):
 
     async def close(self) -> None:
         self.loop_watch.stop()
+        if hasattr(self, "gallery"):
+            await self.gallery.close()
         if hasattr(self, "executor"):
             await self.executor.close()
         if hasattr(self, "jobs"):
