@@ -23,7 +23,7 @@ from aiohttp_session import get_session
 from PIL import Image
 
 from bot.engine.samplers import SAMPLERS
-from bot.render import lineage_text, seeds_text
+from bot.render import lineage_text
 from cogs.history import age_text, shorten
 from storage import JOB_KINDS, ImageRecord, JobRecord, Scope
 from web.signin import OAuthError, Revoked, SignedOut, Unavailable, Viewer, csrf_ok
@@ -376,7 +376,7 @@ class Pages:
             lineage=lineage_text(job), children=children, names=names,
             channel=channel.name if channel is not None else None,
             sampler=f"{job.sampler} ({sampler.label})" if sampler else job.sampler,
-            seeds=[image.seed for image in images] or job.seeds, seeds_text=seeds_text,
+            seeds=[image.seed for image in images] or job.seeds,
             created=when(job.created_at), created_iso=iso(job.created_at),
             discord=discord_link(job))
 

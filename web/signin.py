@@ -77,6 +77,12 @@ class DiscordOAuth:
     async def refresh(self, refresh_token: str) -> Tokens:
         return await self._token({"grant_type": "refresh_token", "refresh_token": refresh_token})
 
+    async def revoke(self, access: str) -> None:
+        """End a token at Discord, so a copy of the session cookie cannot be used again."""
+        await self._request("POST", "/oauth2/token/revoke",
+                            data={"token": access, "token_type_hint": "access_token"},
+                            headers={"Authorization": self._client_auth()})
+
     async def user(self, access: str) -> dict[str, Any]:
         """`GET /users/@me`: the person's id and names."""
         data = await self._call("GET", "/users/@me", access)
@@ -100,14 +106,18 @@ class DiscordOAuth:
             after = max(ids)
 
     async def _token(self, form: dict[str, str]) -> Tokens:
-        credentials = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode())
         data = await self._request("POST", "/oauth2/token", data=form,
-                                   headers={"Authorization": f"Basic {credentials.decode()}"})
+                                   headers={"Authorization": self._client_auth()})
         try:
             return Tokens(str(data["access_token"]), str(data.get("refresh_token", "")),
                           time.time() + float(data.get("expires_in", 0)))
         except (KeyError, TypeError, ValueError):
             raise OAuthError("the token endpoint answered without a token") from None
+
+    def _client_auth(self) -> str:
+        """HTTP Basic credentials of the application, for the token endpoints."""
+        pair = f"{self.client_id}:{self.client_secret}".encode()
+        return f"Basic {base64.b64encode(pair).decode()}"
 
     async def _call(self, method: str, path: str, access: str,
                     params: Mapping[str, str] | None = None) -> Any:
@@ -240,11 +250,19 @@ class SignIn:
         return next_path
 
     async def end(self, request: web.Request) -> None:
-        """`POST /logout` (its CSRF token already checked)."""
+        """`POST /logout` (its CSRF token already checked): the cookie is cleared, and its
+        Discord token revoked and the person's servers forgotten, so a copy of the cookie made
+        before is refused at its next request."""
         session = await get_session(request)
-        if "user_id" in session:
-            self.memberships.forget(int(session["user_id"]))
+        user_id, access = session.get("user_id"), session.get("access")
         session.invalidate()
+        if user_id is None:
+            return
+        self.memberships.forget(int(user_id))
+        try:
+            await self.oauth.revoke(str(access))
+        except OAuthError as error:
+            log.warning("gallery: could not revoke a token at sign-out: %s", error)
 
     async def viewer(self, request: web.Request) -> Viewer:
         """Who is signed in, with their servers at most 10 minutes old. Raises `SignedOut`

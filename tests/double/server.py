@@ -479,9 +479,8 @@ class DiscordDouble:
         return web.Response(status=302,
                             headers={"Location": _with_query(redirect_uri, code=code, **state)})
 
-    async def _oauth_token(self, request: web.Request) -> web.Response:
-        """``POST /oauth2/token``: codes and refresh tokens for access tokens."""
-        form = await request.post()
+    def _oauth_client_ok(self, request: web.Request, form: Mapping[str, Any]) -> bool:
+        """Whether the application authenticated (HTTP Basic, or id and secret in the form)."""
         client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
         header = request.headers.get("Authorization", "")
         if header.startswith("Basic "):
@@ -489,8 +488,26 @@ class DiscordDouble:
                 client_id, _, secret = (
                     base64.b64decode(header[len("Basic "):]).decode().partition(":"))
             except ValueError:
-                client_id = secret = ""
-        if client_id != str(self.application_id) or secret != self.client_secret:
+                return False
+        return client_id == str(self.application_id) and secret == self.client_secret
+
+    async def _oauth_revoke(self, request: web.Request) -> web.Response:
+        """``POST /oauth2/token/revoke``: the token, and every token of its grant, end."""
+        form = await request.post()
+        if not self._oauth_client_ok(request, form):
+            return _json({"error": "invalid_client"}, 401)
+        token = str(form.get("token", ""))
+        grant = self._oauth_access.get(token) or self._oauth_refresh.get(token)
+        for tokens in (self._oauth_access, self._oauth_refresh):
+            for key in [t for t, g in tokens.items() if g is grant]:
+                del tokens[key]
+        self._bump()
+        return _json({})
+
+    async def _oauth_token(self, request: web.Request) -> web.Response:
+        """``POST /oauth2/token``: codes and refresh tokens for access tokens."""
+        form = await request.post()
+        if not self._oauth_client_ok(request, form):
             return _json({"error": "invalid_client"}, 401)
         grant_type = form.get("grant_type")
         grant: OAuthGrant | None
@@ -1236,6 +1253,7 @@ class DiscordDouble:
             ("GET", "/users/@me", self._get_me),
             ("GET", "/users/@me/guilds", self._my_guilds),
             ("POST", "/oauth2/token", self._oauth_token),
+            ("POST", "/oauth2/token/revoke", self._oauth_revoke),
             ("POST", "/users/@me/channels", self._create_dm),
             ("GET", "/users/{user_id}", self._get_user),
             ("GET", "/oauth2/applications/@me", self._get_application),
@@ -1400,7 +1418,7 @@ class DiscordDouble:
         token_route = path.startswith(("/webhooks/", "/interactions/"))
         if token_route and header is None:
             return  # interaction webhooks authenticate with the token in the path
-        if path == "/oauth2/token":
+        if path in ("/oauth2/token", "/oauth2/token/revoke"):
             return  # the application authenticates with its client id and secret
         if path in BEARER_ROUTES and header is not None and header.startswith("Bearer "):
             if self._oauth_grant(request) is None:

@@ -3,9 +3,12 @@ through the Discord double's OAuth2 pages, driven over HTTP like a browser would
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import re
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,10 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 from multidict import CIMultiDictProxy
+from PIL import Image
 
+from bot.imaging import encode_png
+from storage import ImageRecord, JobRecord, new_job_id
 from tests.double import Channel, DiscordDouble, Member
 from tests.e2e.conftest import Atelier, finished, job_id_of, running_atelier, settings_for
 
@@ -125,3 +131,41 @@ async def made(atelier: Atelier, prompt: str, user: Member, channel: Channel | N
     handle = await atelier.double.slash("imagine", {"prompt": prompt, **options}, user=user,
                                         channel=channel)
     return job_id_of(await finished(handle))
+
+
+_pictures = itertools.count(1)
+
+
+def picture(number: int, size: tuple[int, int] = (64, 64)) -> bytes:
+    """A small PNG of its own (so of its own hash), with a `parameters` chunk."""
+    image = Image.new("RGB", size, (number * 37 % 256, number * 91 % 256, number * 53 % 256))
+    image.putpixel((0, 0), (number % 256, number // 256 % 256, 0))
+    return encode_png(image, f"picture {number}\nSeed: {number}")
+
+
+async def stored_jobs(atelier: Atelier, prompts: Sequence[str], user: Member,
+                      channel: Channel | None = None, **fields: Any) -> list[str]:
+    """Finished one-picture jobs written through the repository and the image store, as the
+    engine leaves them, oldest first (a second apart, ending a minute ago); their ids."""
+    bot = atelier.bot
+    assert bot is not None
+    double = atelier.double
+    channel = channel or double.channel
+    ids = []
+    start = time.time() - 60 - len(prompts)
+    for number, prompt in enumerate(prompts):
+        guild = double.guild_of(channel)
+        values: dict[str, Any] = dict(
+            id=new_job_id(), guild_id=guild.id if guild else None, channel_id=channel.id,
+            user_id=user.id, kind="imagine", prompt=prompt,
+            negative="", model="tiny", sampler="euler", width=64, height=64, steps=4,
+            guidance=7.0, seed=number, count=1, created_at=start + number)
+        values.update(fields)
+        job = await bot.repo.insert_job(JobRecord(**values))
+        assert job is not None
+        stored = await asyncio.to_thread(bot.store.put, picture(next(_pictures)))
+        await bot.repo.complete_job(job.id, [ImageRecord(job.id, 0, job.seed, stored.path,
+                                                         stored.sha256, 64, 64,
+                                                         stored.size_bytes)])
+        ids.append(job.id)
+    return ids
