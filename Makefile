@@ -50,6 +50,7 @@ bench: $(STAMP)
 	@$(PY) bench/gpu.py $(if $(shell command -v nvidia-smi),,--smoke)
 	@$(PY) bench/loop.py
 	@$(PY) bench/history.py
+	@$(PY) bench/gallery.py
 
 # Refresh requirements.lock on purpose (new releases, a changed pyproject.toml): every package the
 # project and its test and ray extras need, at exact versions, for any platform, torch pinned.
