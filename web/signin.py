@@ -39,6 +39,10 @@ class OAuthError(Exception):
 class Revoked(OAuthError):
     """Discord no longer accepts the person's token or code: they must sign in again."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass(frozen=True)
 class Tokens:
@@ -106,8 +110,14 @@ class DiscordOAuth:
             after = max(ids)
 
     async def _token(self, form: dict[str, str]) -> Tokens:
-        data = await self._request("POST", "/oauth2/token", data=form,
-                                   headers={"Authorization": self._client_auth()})
+        try:
+            data = await self._request("POST", "/oauth2/token", data=form,
+                                       headers={"Authorization": self._client_auth()})
+        except Revoked as error:
+            if error.status == 401:  # invalid_client: the operator's setting, not the person
+                raise OAuthError("Discord refused the application's client id and secret: "
+                                 "check DISCORD_CLIENT_SECRET") from None
+            raise
         try:
             return Tokens(str(data["access_token"]), str(data.get("refresh_token", "")),
                           time.time() + float(data.get("expires_in", 0)))
@@ -137,7 +147,7 @@ class DiscordOAuth:
                             continue
                     if response.status in (400, 401, 403):
                         # 400: a used or foreign code (invalid_grant); 401/403: a revoked token.
-                        raise Revoked(f"{method} {path}: {response.status}")
+                        raise Revoked(f"{method} {path}: {response.status}", response.status)
                     if response.status >= 300:
                         raise OAuthError(f"{method} {path}: {response.status}")
                     return await response.json(content_type=None)
@@ -191,7 +201,8 @@ class Unavailable(Exception):
 
 def local_path(value: str | None) -> str:
     """`value` if it is a path on this site, else `/`: a sign-in never sends anyone elsewhere."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    if (not value or not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(ord(character) < 0x20 for character in value)):
         return "/"
     return value
 

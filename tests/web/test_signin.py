@@ -105,7 +105,8 @@ async def test_sign_in_goes_back_to_the_page_that_asked_for_it(
     back = await browser.get((await browser.get(login.location)).location)
     assert back.location == f"/jobs/{job}"
     # Only ever to a path of this site.
-    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example",
+                   "/\r\nSet-Cookie: x=1"):
         login = await browser.get("/login", params={"next": target})
         back = await browser.get((await browser.get(login.location)).location)
         assert back.location == "/", target
@@ -230,6 +231,18 @@ async def test_discord_down_at_sign_in_is_said_plainly(gallery: Atelier,
     assert back.status == 502
     assert "Discord did not complete the sign-in" in back.text
     assert "500" not in back.text and "oauth2" not in back.text  # nothing raw
+
+
+async def test_a_wrong_client_secret_is_the_operators_to_fix(
+        gallery: Atelier, visitors: Any, caplog: pytest.LogCaptureFixture) -> None:
+    double = gallery.double
+    double.client_secret = "rotated in the developer portal"
+    double.oauth_user = double.alice
+    browser = await visitors(None)
+    login = await browser.get("/login")
+    back = await browser.get((await browser.get(login.location)).location)
+    assert back.status == 502 and "Discord did not complete the sign-in" in back.text
+    assert "check DISCORD_CLIENT_SECRET" in caplog.text
 
 
 async def test_without_a_client_secret_the_gallery_says_how_to_enable_sign_in(
