@@ -43,13 +43,14 @@ test: $(STAMP)
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	@$(VENV)/bin/ruff check bot cogs storage tests bench
+	@$(VENV)/bin/ruff check bot cogs storage web tests bench
 	@$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	@$(PY) bench/gpu.py $(if $(shell command -v nvidia-smi),,--smoke)
 	@$(PY) bench/loop.py
 	@$(PY) bench/history.py
+	@$(PY) bench/gallery.py
 
 # Refresh requirements.lock on purpose (new releases, a changed pyproject.toml): every package the
 # project and its test and ray extras need, at exact versions, for any platform, torch pinned.

@@ -86,7 +86,7 @@ async def measure_process(args: argparse.Namespace, folder: Path, other: Path,
     env.update(PYTHONPATH=str(ROOT), DISCORD_TOKEN=double.token, DISCORD_API_BASE=double.api_base,
                DISCORD_GATEWAY_URL=double.gateway_url, SD_MODEL=str(folder),
                SD_MODELS=f"other={other}", DATA_DIR=str(data), LOG_LEVEL="WARNING",
-               ATELIER_GUILD_READY_TIMEOUT="0.05", HF_HUB_OFFLINE="1")
+               ATELIER_GUILD_READY_TIMEOUT="0.05", HF_HUB_OFFLINE="1", WEB_PORT="0")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", cwd=data.parent, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -119,6 +119,7 @@ async def measure(args: argparse.Namespace, folder: Path, data: Path) -> dict[st
         discord_token=double.token, sd_model=str(folder), data_dir=data,
         discord_api_base=double.api_base, discord_gateway_url=double.gateway_url,
         max_queue_per_user=1000, rate_limit_per_minute=100_000, guild_ready_timeout=0.05,
+        web_port=0,
     )
     bot = AtelierBot(settings)
     pipeline_seconds: dict[str, float] = {}

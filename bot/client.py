@@ -24,6 +24,7 @@ from bot.loopwatch import LoopWatch
 from bot.replies import OUR_FAULT, answer_error
 from bot.ui import STALE_BUTTON, ButtonHandler, JobButton
 from storage import ImageStore, Repository, open_database
+from web import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class AtelierBot(commands.Bot):
     executor: Executor
     jobs: JobService
     housekeeping: Housekeeping
+    gallery: Gallery
 
     def __init__(self, settings: Settings) -> None:
         intents = discord.Intents.none()
@@ -119,6 +121,8 @@ class AtelierBot(commands.Bot):
             except commands.ExtensionError:
                 log.exception("could not load %s", extension)
         await self._sync_commands()
+        self.gallery = Gallery(self)
+        await self.gallery.start()
         resumed = await self.jobs.recover()
         if resumed:
             log.info("resumed %d unfinished jobs", resumed)
@@ -192,6 +196,8 @@ class AtelierBot(commands.Bot):
 
     async def close(self) -> None:
         self.loop_watch.stop()
+        if hasattr(self, "gallery"):
+            await self.gallery.close()
         if hasattr(self, "executor"):
             await self.executor.close()
         if hasattr(self, "jobs"):

@@ -18,6 +18,8 @@ DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 EXECUTORS = ("local", "ray")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_PUBLIC_URL = "http://localhost:8765"
+DEFAULT_OAUTH_URL = "https://discord.com/oauth2/authorize"
 
 
 class ConfigError(Exception):
@@ -50,6 +52,12 @@ class Settings:
     vary_subtle_strength: float = 0.35
     vary_strong_strength: float = 0.7
     upscale_strength: float = 0.3
+    web_port: int = 8765  # 0 = no gallery
+    web_host: str = "127.0.0.1"
+    public_url: str = DEFAULT_PUBLIC_URL
+    discord_client_secret: str | None = field(default=None, repr=False)
+    web_secret: str | None = field(default=None, repr=False)
+    discord_oauth_url: str = DEFAULT_OAUTH_URL
     # Not in the user-facing table: lets tests shorten discord.py's wait for guilds.
     guild_ready_timeout: float = 2.0
     # Nor this: how long fetching an uploaded picture from Discord may take (tests stall it).
@@ -144,6 +152,22 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return convert
 
 
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError(raw)
+    return value
+
+
+def _origin(raw: str) -> str:
+    """An http(s) URL with no path: the gallery's links all start at the root of its host."""
+    url = _url("http", "https")(raw)
+    parts = urlsplit(url)
+    if parts.path or parts.query or parts.fragment:
+        raise ValueError(raw)
+    return url
+
+
 def _model_list(raw: str) -> tuple[tuple[str, str], ...]:
     models: list[tuple[str, str]] = []
     for item in raw.split(","):
@@ -210,5 +234,13 @@ def load_settings(
                                     "a number from 0.05 to 1.0"),
         upscale_strength=_parse(env, "UPSCALE_STRENGTH", 0.3, _strength,
                                 "a number from 0.05 to 1.0"),
+        web_port=_parse(env, "WEB_PORT", 8765, _port, "a port number from 0 to 65535 (0 = off)"),
+        web_host=_text(env, "WEB_HOST", "127.0.0.1"),
+        public_url=_parse(env, "PUBLIC_URL", DEFAULT_PUBLIC_URL, _origin,
+                          "an http(s) address without a path, like https://atelier.example.com"),
+        discord_client_secret=env.get("DISCORD_CLIENT_SECRET", "").strip() or None,
+        web_secret=env.get("WEB_SECRET", "").strip() or None,
+        discord_oauth_url=_parse(env, "DISCORD_OAUTH_URL", DEFAULT_OAUTH_URL,
+                                 _url("http", "https"), "an http(s) URL"),
         guild_ready_timeout=_parse(env, "ATELIER_GUILD_READY_TIMEOUT", 2.0, float, "seconds"),
     )

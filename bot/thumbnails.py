@@ -1,4 +1,5 @@
-"""Thumbnails of stored pictures, made once and kept on disk, and `/history`'s contact sheet."""
+"""Thumbnails of stored pictures, made once and kept on disk: JPEG for `/history`'s contact
+sheet, WebP for the team gallery."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 CELL = 256  # side of a contact-sheet cell; thumbnails fit inside it
 COLUMNS = 3
 JPEG_QUALITY = 85
+WEBP_QUALITY = 80
 BADGE = 30  # side of the number's square in a cell's top-left corner
 
 
@@ -34,6 +36,9 @@ class Thumbnails:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}-{CELL}.jpg"
 
+    def webp_path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}-{CELL}.webp"
+
     def get(self, image: ImageRecord) -> Image.Image | None:
         """The thumbnail of `image`, made from the stored picture the first time; None when
         that picture cannot be read."""
@@ -44,19 +49,33 @@ class Thumbnails:
             pass
         except OSError as error:  # a damaged thumbnail is made again
             log.warning("thumbnail %s unreadable: %s", path, error)
+        thumbnail = self._shrink(image)
+        if thumbnail is not None:
+            _keep(path, _jpeg(thumbnail))
+        return thumbnail
+
+    def webp(self, image: ImageRecord) -> Path | None:
+        """The file of `image`'s WebP thumbnail (the gallery's), made the first time it is
+        asked for; None when the stored picture cannot be read."""
+        path = self.webp_path(image.sha256)
+        if path.exists():
+            return path
+        thumbnail = self._shrink(image)
+        if thumbnail is None:
+            return None
+        buffer = io.BytesIO()
+        thumbnail.save(buffer, format="WEBP", quality=WEBP_QUALITY, method=4)
+        return path if _keep(path, buffer.getvalue()) else None
+
+    def _shrink(self, image: ImageRecord) -> Image.Image | None:
+        """The stored picture scaled to fit a `CELL`² square; None when it cannot be read."""
         try:
             picture = decode(self.store.read(image.path))
         except (OSError, ValueError) as error:
             log.warning("no thumbnail for image %s of job %s: %s", image.index + 1, image.job_id,
                         error)
             return None
-        thumbnail = ImageOps.contain(picture.convert("RGB"), (CELL, CELL),
-                                     Image.Resampling.LANCZOS)
-        try:
-            write_file(path, _jpeg(thumbnail), replace=True)
-        except OSError as error:  # a full disk costs the cache, not the contact sheet
-            log.warning("could not keep thumbnail %s: %s", path, error)
-        return thumbnail
+        return ImageOps.contain(picture.convert("RGB"), (CELL, CELL), Image.Resampling.LANCZOS)
 
     def contact_sheet(self, images: Sequence[ImageRecord | None], veil_flagged: bool) -> bytes:
         """The numbered sheet of these pictures (None leaves a cell empty), as JPEG bytes;
@@ -105,3 +124,12 @@ def _load(path: Path) -> Image.Image:
         image.load()
         return image.convert("RGB")
 
+
+def _keep(path: Path, data: bytes) -> bool:
+    """Write a thumbnail atomically; a full disk costs the cache, not the page (False)."""
+    try:
+        write_file(path, data, replace=True)
+    except OSError as error:
+        log.warning("could not keep thumbnail %s: %s", path, error)
+        return False
+    return True

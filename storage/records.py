@@ -32,10 +32,13 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Scope:
-    """Whose jobs a request may see: a server's, or (in direct messages) one user's own."""
+    """Whose jobs a request may see (SPEC §6 Visibility): in a server, the jobs made in the
+    channels the user can view, and their own; in direct messages, only their own DM jobs."""
 
     guild_id: int | None
     user_id: int
+    # The server's channels (and threads) the user can view; unset, only their own jobs.
+    channel_ids: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

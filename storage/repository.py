@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import sqlite3
 import time
@@ -57,6 +58,20 @@ def _scope_clause(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
     if scope.guild_id is None:
         return f"({prefix}guild_id IS NULL AND {prefix}user_id = ?)", [scope.user_id]
     return f"{prefix}guild_id = ?", [scope.guild_id]
+
+
+def _viewer_clause(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
+    """`_scope_clause` narrowed to what its user may see inside the server: the jobs of the
+    channels they can view (`Scope.channel_ids`), and their own (SPEC §6 Visibility). The
+    channels travel as one JSON array, so the statement's text stays the same whatever their
+    number."""
+    clause, params = _scope_clause(scope, alias)
+    if scope.guild_id is None:
+        return clause, params
+    prefix = f"{alias}." if alias else ""
+    return (f"{clause} AND ({prefix}user_id = ?"
+            f" OR {prefix}channel_id IN (SELECT value FROM json_each(?)))",
+            [*params, scope.user_id, json.dumps(sorted(scope.channel_ids))])
 
 
 class Repository:
@@ -274,6 +289,33 @@ class Repository:
         ) as cursor:
             return {row[0] for row in await cursor.fetchall()}
 
+    async def images_of(self, job_ids: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        """The images of each of these jobs (those that have any), in order, by job id."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" for _ in job_ids)
+        found: dict[str, list[ImageRecord]] = {}
+        async with self.db.execute(
+            f"{_IMAGE_SELECT} WHERE job_id IN ({marks}) ORDER BY job_id, idx", tuple(job_ids)
+        ) as cursor:
+            for row in await cursor.fetchall():
+                found.setdefault(row["job_id"], []).append(ImageRecord(**dict(row)))
+        return found
+
+    async def image_holders(self, sha256: str) -> list[tuple[JobRecord, ImageRecord]]:
+        """Every job that holds a picture with this content, with that image: whoever may see
+        one of those jobs may see the picture."""
+        async with self.db.execute(f"{_IMAGE_SELECT} WHERE sha256 = ?", (sha256,)) as cursor:
+            images = [ImageRecord(**dict(row)) for row in await cursor.fetchall()]
+        if not images:
+            return []
+        marks = ", ".join("?" for _ in images)
+        async with self.db.execute(
+            f"{_JOB_SELECT} WHERE id IN ({marks})", tuple(image.job_id for image in images)
+        ) as cursor:
+            jobs = {row["id"]: JobRecord.from_row(row) for row in await cursor.fetchall()}
+        return [(jobs[image.job_id], image) for image in images if image.job_id in jobs]
+
     # ---- history and search -----------------------------------------------------------------
 
     async def history(
@@ -375,6 +417,44 @@ class Repository:
             row = await cursor.fetchone()
         return str(row[0]) if row else None
 
+    async def gallery(
+        self,
+        scope: Scope,
+        *,
+        user_id: int | None = None,
+        search: str | None = None,
+        favourites_of: int | None = None,
+        model: str | None = None,
+        kind: str | None = None,
+        limit: int = 48,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """A page of the team gallery: finished jobs `scope`'s user may see, newest first,
+        filtered like `history` and also by model and kind. Not counted (counting every match
+        costs more than the page): ask for one more than a page to know if another follows."""
+        clause, params = _viewer_clause(scope, "j")
+        where = [clause, "j.status = 'done'"]
+        match = fts_query(search) if search else None
+        if search and match is None:
+            return []
+        for condition, value in (
+            ("j.user_id = ?", user_id),
+            ("j.rowid IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)", match),
+            ("j.id IN (SELECT job_id FROM favourites WHERE user_id = ?)", favourites_of),
+            ("j.model = ?", model),
+            ("j.kind = ?", kind),
+        ):
+            if value is not None:
+                where.append(condition)
+                params.append(value)
+        columns = ", ".join(f"j.{name}" for name in JOB_COLUMNS)
+        async with self.db.execute(
+            f"SELECT {columns} FROM jobs j WHERE {' AND '.join(where)}"
+            " ORDER BY j.created_at DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        ) as cursor:
+            return [JobRecord.from_row(row) for row in await cursor.fetchall()]
+
     # ---- settings and favourites ------------------------------------------------------------
 
     async def settings(self, user_id: int) -> UserSettings:
@@ -416,3 +496,10 @@ class Repository:
                 (user_id, job_id, index, time.time()),
             )
             return True
+
+    async def favourite_indexes(self, user_id: int, job_id: str) -> set[int]:
+        """The images of a job (0-based) that a user marked ❤️."""
+        async with self.db.execute(
+            "SELECT idx FROM favourites WHERE user_id = ? AND job_id = ?", (user_id, job_id)
+        ) as cursor:
+            return {int(row[0]) for row in await cursor.fetchall()}

@@ -35,3 +35,15 @@ def test_loop_bench_runs_end_to_end() -> None:
                   "acknowledgement while generating: p50", "largest event-loop lag meanwhile:",
                   "bot overhead per job:"):
         assert label in result.stdout, result.stdout
+
+
+def test_gallery_bench_runs_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gallery.py"), "--jobs", "300", "--runs", "2"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    for label in ("filled 300 jobs", "grid, page 1", "search 'fox'", "a job's page",
+                  "slowest p50 of a gallery page:"):
+        assert label in result.stdout, result.stdout
+    pages = [line.split() for line in result.stdout.splitlines() if line.startswith("grid, page 1")]
+    assert pages[0][-2] == "200"  # signed in: the page itself, not a redirect

@@ -15,6 +15,7 @@ Point discord.py at it before ``bot.start(token)``::
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import hashlib
 import inspect
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v10"
 DEFAULT_TOKEN = "MTI1MDAwMDAwMDAwMDAwMDAwMg.Gdoubl.atelier-loopback-test-token"
+DEFAULT_CLIENT_SECRET = "double-oauth2-client-secret"
+OAUTH_SCOPES = frozenset({"identify", "guilds", "email", "guilds.members.read"})
+# The user routes an OAuth2 Bearer token may read; bot routes need the bot token.
+BEARER_ROUTES = ("/users/@me", "/users/@me/guilds")
 MiB = 1024 * 1024
 POLL_INTERVAL = 0.05  # wait_for re-checks predicates at least this often
 # Monotonic arrival time of a request (typed request keys exist from aiohttp 3.12 on).
@@ -123,6 +128,15 @@ FileSpec = tuple[str, bytes] | tuple[str, bytes, str] | Attachment
 
 
 @dataclass
+class OAuthGrant:
+    """What one authorization code, access token or refresh token stands for."""
+
+    user: Member
+    scopes: frozenset[str]
+    redirect_uri: str
+
+
+@dataclass
 class Upload:
     """A ``files[n]`` part of a multipart request."""
 
@@ -141,6 +155,11 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
         content_type="application/json",
         headers=headers,
     )
+
+
+def _with_query(url: str, **params: str) -> str:
+    """``url`` with ``params`` added to its query string."""
+    return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
 def _no_content() -> web.Response:
@@ -225,6 +244,16 @@ class DiscordDouble:
         self.unhandled: list[tuple[str, str]] = []
         self.server_errors: list[BaseException] = []  # bugs in the double itself
         self.faults: list[Fault] = []
+
+        # OAuth2 (the authorization-code grant a website signs people in with).
+        self.client_secret = DEFAULT_CLIENT_SECRET
+        self.oauth_user: Member | None = None  # who is signed in to Discord in "the browser"
+        self.oauth_denies = False  # the person presses Cancel on the authorization page
+        self.oauth_expires_in = 604800
+        self.authorizations: list[dict[str, str]] = []  # query of every authorization page
+        self._oauth_codes: dict[str, OAuthGrant] = {}
+        self._oauth_access: dict[str, OAuthGrant] = {}
+        self._oauth_refresh: dict[str, OAuthGrant] = {}
 
         self.gateway = Gateway(self, heartbeat_interval)
         self._changed = asyncio.Event()
@@ -378,6 +407,143 @@ class DiscordDouble:
                 self.gateway.dispatch("CHANNEL_UPDATE", channel.to_dict(), required=False)
             )
         self._bump()
+
+    async def add_channel(
+        self, name: str, *, guild: Guild | None = None, nsfw: bool = False
+    ) -> Channel:
+        """A new text channel in ``guild`` (default: :attr:`guild`); the bot gets CHANNEL_CREATE."""
+        guild = guild or self.guild
+        channel = self._add_channel(guild, next_snowflake(), name, nsfw=nsfw)
+        await self.gateway.dispatch("CHANNEL_CREATE", channel.to_dict(), required=False)
+        self._bump()
+        return channel
+
+    def leave(self, guild: Guild, member: Member) -> None:
+        """``member`` leaves ``guild`` (the bot, without the members intent, is not told)."""
+        guild.members = [m for m in guild.members if m.id != member.id]
+        member.roles.pop(guild.id, None)
+        self._bump()
+
+    # ================================================================== OAuth2
+
+    @property
+    def oauth_url(self) -> str:
+        """Discord's authorization page (``DISCORD_OAUTH_URL``)."""
+        return f"{self.http_base}/oauth2/authorize"
+
+    def revoke_oauth(self, user: Member) -> None:
+        """The user deauthorizes the application: their tokens stop working."""
+        for tokens in (self._oauth_access, self._oauth_refresh, self._oauth_codes):
+            for token in [t for t, grant in tokens.items() if grant.user is user]:
+                del tokens[token]
+
+    def expire_oauth_access(self, user: Member) -> None:
+        """The user's access tokens expire; their refresh tokens still work."""
+        for token in [t for t, grant in self._oauth_access.items() if grant.user is user]:
+            del self._oauth_access[token]
+
+    def _oauth_grant(self, request: web.Request) -> OAuthGrant | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return None
+        return self._oauth_access.get(header[len("Bearer "):])
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """The authorization page: approves at once for :attr:`oauth_user` (or cancels)."""
+        query = dict(request.query)
+        self.authorizations.append(query)
+        scopes = frozenset(query.get("scope", "").split())
+        redirect_uri = query.get("redirect_uri", "")
+        problems = []
+        if query.get("response_type") != "code":
+            problems.append("response_type must be code")
+        if query.get("client_id") != str(self.application_id):
+            problems.append("unknown client_id")
+        if not scopes or not scopes <= OAUTH_SCOPES:
+            problems.append(f"invalid scope {query.get('scope')!r}")
+        if not redirect_uri.startswith(("http://", "https://")):
+            problems.append("invalid redirect_uri")
+        if problems:
+            return web.Response(status=400, text="Invalid OAuth2 request: " + "; ".join(problems))
+        state = {"state": query["state"]} if "state" in query else {}
+        if self.oauth_denies:
+            target = _with_query(redirect_uri, error="access_denied",
+                                 error_description="The resource owner denied the request",
+                                 **state)
+            return web.Response(status=302, headers={"Location": target})
+        if self.oauth_user is None:
+            return web.Response(status=401, text="Log in to Discord to continue")
+        code = secrets.token_urlsafe(20)
+        self._oauth_codes[code] = OAuthGrant(self.oauth_user, scopes, redirect_uri)
+        self._bump()
+        return web.Response(status=302,
+                            headers={"Location": _with_query(redirect_uri, code=code, **state)})
+
+    def _oauth_client_ok(self, request: web.Request, form: Mapping[str, Any]) -> bool:
+        """Whether the application authenticated (HTTP Basic, or id and secret in the form)."""
+        client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            try:
+                client_id, _, secret = (
+                    base64.b64decode(header[len("Basic "):]).decode().partition(":"))
+            except ValueError:
+                return False
+        return client_id == str(self.application_id) and secret == self.client_secret
+
+    async def _oauth_revoke(self, request: web.Request) -> web.Response:
+        """``POST /oauth2/token/revoke``: the token, and every token of its grant, end."""
+        form = await request.post()
+        if not self._oauth_client_ok(request, form):
+            return _json({"error": "invalid_client"}, 401)
+        token = str(form.get("token", ""))
+        grant = self._oauth_access.get(token) or self._oauth_refresh.get(token)
+        for tokens in (self._oauth_access, self._oauth_refresh):
+            for key in [t for t, g in tokens.items() if g is grant]:
+                del tokens[key]
+        self._bump()
+        return _json({})
+
+    async def _oauth_token(self, request: web.Request) -> web.Response:
+        """``POST /oauth2/token``: codes and refresh tokens for access tokens."""
+        form = await request.post()
+        if not self._oauth_client_ok(request, form):
+            return _json({"error": "invalid_client"}, 401)
+        grant_type = form.get("grant_type")
+        grant: OAuthGrant | None
+        if grant_type == "authorization_code":
+            grant = self._oauth_codes.pop(str(form.get("code", "")), None)  # used once
+            if grant is not None and form.get("redirect_uri") != grant.redirect_uri:
+                grant = None
+        elif grant_type == "refresh_token":
+            grant = self._oauth_refresh.pop(str(form.get("refresh_token", "")), None)
+        else:
+            return _json({"error": "unsupported_grant_type"}, 400)
+        if grant is None:
+            return _json({"error": "invalid_grant"}, 400)
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        self._oauth_access[access] = grant
+        self._oauth_refresh[refresh] = grant
+        return _json({"access_token": access, "token_type": "Bearer",
+                      "expires_in": self.oauth_expires_in, "refresh_token": refresh,
+                      "scope": " ".join(sorted(grant.scopes))})
+
+    async def _my_guilds(self, request: web.Request) -> web.Response:
+        """``GET /users/@me/guilds`` with a Bearer token (``guilds`` scope): partial guilds,
+        by id, ``limit`` (at most 200) after ``after``."""
+        grant = self._oauth_grant(request)
+        if grant is None or "guilds" not in grant.scopes:
+            raise ApiError(401, 0, "401: Unauthorized")
+        limit = min(200, max(1, _as_int(request.query.get("limit")) or 200))
+        after = _as_int(request.query.get("after")) or 0
+        guilds = sorted((g for g in self.guilds.values()
+                         if g.has_member(grant.user) and g.id > after), key=lambda g: g.id)
+        return _json([
+            {"id": str(g.id), "name": g.name, "icon": None, "banner": None,
+             "owner": g.owner_id == grant.user.id,
+             "permissions": str(g.base_permissions(grant.user)), "features": []}
+            for g in guilds[:limit]
+        ])
 
     def _channel(self, channel: Channel | int) -> Channel:
         if isinstance(channel, Channel):
@@ -1088,6 +1254,9 @@ class DiscordDouble:
         api = API_PREFIX
         routes: list[tuple[str, str, Callable[[web.Request], Any]]] = [
             ("GET", "/users/@me", self._get_me),
+            ("GET", "/users/@me/guilds", self._my_guilds),
+            ("POST", "/oauth2/token", self._oauth_token),
+            ("POST", "/oauth2/token/revoke", self._oauth_revoke),
             ("POST", "/users/@me/channels", self._create_dm),
             ("GET", "/users/{user_id}", self._get_user),
             ("GET", "/oauth2/applications/@me", self._get_application),
@@ -1151,6 +1320,7 @@ class DiscordDouble:
         for method, path, handler in routes:
             router.add_route(method, api + path, handler)
         router.add_route("GET", "/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn)
+        router.add_route("GET", "/oauth2/authorize", self._authorize)
         router.add_route("GET", "/", self.gateway.handle)
         router.add_route("GET", "/gateway", self.gateway.handle)
         router.add_route("*", "/{tail:.*}", self._unknown_route)
@@ -1253,6 +1423,12 @@ class DiscordDouble:
         token_route = path.startswith(("/webhooks/", "/interactions/"))
         if token_route and header is None:
             return  # interaction webhooks authenticate with the token in the path
+        if path in ("/oauth2/token", "/oauth2/token/revoke"):
+            return  # the application authenticates with its client id and secret
+        if path in BEARER_ROUTES and header is not None and header.startswith("Bearer "):
+            if self._oauth_grant(request) is None:
+                raise ApiError(401, 0, "401: Unauthorized")
+            return
         if header != f"Bot {self.token}":
             raise ApiError(401, 0, "401: Unauthorized")
 
@@ -1684,6 +1860,9 @@ class DiscordDouble:
     # ================================================================== REST: identity
 
     async def _get_me(self, request: web.Request) -> web.Response:
+        grant = self._oauth_grant(request)
+        if grant is not None:  # a person's Bearer token: who they are
+            return _json(grant.user.user_payload())
         return _json(
             {
                 **self.bot_user.user_payload(),

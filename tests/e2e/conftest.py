@@ -28,8 +28,10 @@ def bot_env(double: DiscordDouble | None = None, data_dir: Path | None = None,
     """The environment of a `python -m bot` process: ours without any Atelier setting, then
     pointed at `double` with the tiny model in `data_dir`, then `extra`."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DISCORD_", "SD_", "DATA_DIR", "MAX_", "LOG_LEVEL", "RAY_"))}
+           if not k.startswith(("DISCORD_", "SD_", "DATA_DIR", "MAX_", "LOG_LEVEL", "RAY_",
+                                "WEB_", "PUBLIC_URL"))}
     env["PYTHONPATH"] = str(ROOT)
+    env["WEB_PORT"] = "0"  # bots started side by side must not all want the gallery's port
     if double is not None:
         env.update(DISCORD_TOKEN=double.token, DISCORD_API_BASE=double.api_base,
                    DISCORD_GATEWAY_URL=double.gateway_url, SD_MODEL="tiny")
@@ -46,6 +48,7 @@ def settings_for(double: DiscordDouble, data_dir: Path, **overrides: Any) -> Set
         discord_api_base=double.api_base,
         discord_gateway_url=double.gateway_url,
         guild_ready_timeout=0.05,
+        web_port=0,  # the gallery's tests give it a free port of its own
     )
     return replace(settings, **overrides)
 

@@ -38,6 +38,10 @@ def test_defaults(tmp_path: Path) -> None:
     assert (settings.executor, settings.ray_address, settings.ray_workers) == ("local", "", None)
     assert settings.log_level == "INFO"
     assert settings.rate_limit_per_minute == 0  # off: the queue limit already bounds a user
+    assert (settings.web_port, settings.web_host) == (8765, "127.0.0.1")
+    assert settings.public_url == "http://localhost:8765"
+    assert settings.discord_client_secret is None and settings.web_secret is None
+    assert settings.discord_oauth_url == "https://discord.com/oauth2/authorize"
 
 
 def test_every_variable_parsed_and_typed(tmp_path: Path) -> None:
@@ -151,6 +155,13 @@ def test_token_not_required_when_not_asked(tmp_path: Path) -> None:
         ("SD_COMPILE", "2"),
         ("EXECUTOR", "celery"),
         ("LOG_LEVEL", "LOUD"),
+        ("WEB_PORT", "http"),
+        ("WEB_PORT", "-1"),
+        ("WEB_PORT", "65536"),
+        ("PUBLIC_URL", "atelier.example.com"),
+        ("PUBLIC_URL", "https://example.com/atelier"),
+        ("PUBLIC_URL", "https://example.com?x=1"),
+        ("DISCORD_OAUTH_URL", "discord.com/oauth2/authorize"),
     ],
 )
 def test_malformed_values_name_the_variable(tmp_path: Path, name: str, raw: str) -> None:
@@ -170,3 +181,17 @@ def test_token_never_shown(tmp_path: Path) -> None:
     assert TOKEN not in repr(settings)
     assert TOKEN not in str(settings)
     assert "tiny" in repr(settings)  # the rest is there
+
+
+def test_gallery_settings(tmp_path: Path) -> None:
+    settings = _load(tmp_path, {
+        "DISCORD_TOKEN": TOKEN, "WEB_PORT": "0", "WEB_HOST": "0.0.0.0",
+        "PUBLIC_URL": "https://atelier.example.com/", "DISCORD_CLIENT_SECRET": " s3cret ",
+        "WEB_SECRET": "a long random phrase", "DISCORD_OAUTH_URL": "http://127.0.0.1:9/authorize",
+    })
+    assert (settings.web_port, settings.web_host) == (0, "0.0.0.0")
+    assert settings.public_url == "https://atelier.example.com"
+    assert settings.discord_client_secret == "s3cret"
+    assert settings.web_secret == "a long random phrase"
+    assert settings.discord_oauth_url == "http://127.0.0.1:9/authorize"
+    assert "s3cret" not in repr(settings) and "random phrase" not in repr(settings)
