@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from bot.engine.prompting import (  # noqa: F401  (the prompt syntax's own limits, kept with it)
+    LORA_WEIGHT_MAX,
+    LORA_WEIGHT_MIN,
+    LORAS_MAX,
+    MULTI_PROMPT_PARTS_MAX,
+    PROMPT_CHUNK_TOKENS,
+    PROMPT_CHUNKS_MAX,
+)
+
 PROMPT_MAX = 1000
 COUNT_MIN, COUNT_MAX = 1, 4
 SEED_MIN, SEED_MAX = 0, 4_294_967_295
@@ -14,13 +23,5 @@ MAX_PIXELS = 4_200_000
 UPLOAD_MAX_BYTES = 10 * 1024 * 1024
 UPLOAD_MAX_SIDE = 4096
 UPLOAD_TYPES = ("PNG", "JPEG", "WEBP")
-MULTI_PROMPT_PARTS_MAX = 8
-# The text encoder reads a prompt in chunks of 75 tokens (CLIP's 77 less its start and end);
-# each chunk lengthens every cross-attention of every step, so a prompt (all its `::` parts
-# together) and a negative prompt may each need at most this many.
-PROMPT_CHUNK_TOKENS = 75
-PROMPT_CHUNKS_MAX = 8
-LORAS_MAX = 5  # LoRAs in one prompt
-LORA_WEIGHT_MIN, LORA_WEIGHT_MAX = -5.0, 5.0
 
 ASPECT_CHOICES = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")

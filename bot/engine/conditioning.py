@@ -13,10 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.emphasis import Span, parse_emphasis
+from bot.engine.prompting import (
+    PROMPT_CHUNK_TOKENS,
+    PROMPT_CHUNKS_MAX,
+    PromptError,
+    Span,
+    chunks_message,
+    parse_emphasis,
+    parse_weighted_parts,
+)
 from bot.engine.types import EngineError
-from bot.limits import PROMPT_CHUNK_TOKENS, PROMPT_CHUNKS_MAX
-from bot.prompt import PromptError, chunks_message, parse_weighted_parts
 
 CHUNK = PROMPT_CHUNK_TOKENS  # prompt tokens per chunk; with its start and end token, CLIP's 77
 CHUNK_WIDTH = CHUNK + 2

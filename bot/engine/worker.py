@@ -26,6 +26,7 @@ from bot.engine.modes import MODES, Inputs, ModeSpec
 from bot.engine.optimise import optimise, warm_up
 from bot.engine.pngmeta import a1111_parameters, encode_png
 from bot.engine.preview import latents_to_png
+from bot.engine.prompting import strip_lora_tags
 from bot.engine.samplers import make_scheduler, sampler
 from bot.engine.tiny import TINY_SOURCES, build_tiny, build_tiny_inpaint
 from bot.engine.types import (
@@ -35,7 +36,6 @@ from bot.engine.types import (
     GenerationResult,
     Mode,
 )
-from bot.prompt import strip_lora_tags
 
 log = logging.getLogger(__name__)
 

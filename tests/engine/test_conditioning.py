@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot import limits
-from bot.emphasis import parse_emphasis
 from bot.engine.conditioning import (
     CHUNK,
     CHUNK_WIDTH,
@@ -19,6 +18,7 @@ from bot.engine.conditioning import (
     encode_prompt,
     token_chunks,
 )
+from bot.engine.prompting import parse_emphasis
 from bot.engine.types import EngineError
 from bot.engine.worker import Worker
 from bot.prompt import chunks_at_least, tokens_at_least

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.emphasis import ROUND, SQUARE, Span, parse_emphasis
+from bot.engine.prompting import ROUND, SQUARE, Span, parse_emphasis
 
 
 def spans(text: str) -> list[tuple[str, float]]:
