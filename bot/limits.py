@@ -17,5 +17,8 @@ UPLOAD_TYPES = ("PNG", "JPEG", "WEBP")
 MULTI_PROMPT_PARTS_MAX = 8
 LORAS_MAX = 5  # LoRAs in one prompt
 LORA_WEIGHT_MIN, LORA_WEIGHT_MAX = -5.0, 5.0
+# Pictures one person may have Atelier post publicly again (`U<n>`, `/recall`, `Open…`) in a
+# minute: each is a full-size upload into a channel.
+PUBLIC_POSTS_PER_MINUTE = 10
 
 ASPECT_CHOICES = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")

@@ -271,9 +271,13 @@ class History(commands.Cog):
     async def show(self, interaction: Interaction, listing: Listing) -> None:
         """Fill the (deferred) message with the listing's contact sheet, list and controls."""
         first = await self.bot.repo.first_images([job.id for job in listing.jobs])
-        sheet = await asyncio.to_thread(
-            self.thumbnails.contact_sheet, [first.get(job.id) for job in listing.jobs],
-            not nsfw_allowed(interaction))
+        images = [first.get(job.id) for job in listing.jobs]
+        # Outside NSFW channels, pictures the safety checker flagged and every picture made in
+        # an NSFW channel are veiled.
+        here_nsfw = nsfw_allowed(interaction)
+        veiled = [not here_nsfw and (job.nsfw_allowed or (image is not None and image.nsfw))
+                  for job, image in zip(listing.jobs, images, strict=True)]
+        sheet = await asyncio.to_thread(self.thumbnails.contact_sheet, images, veiled)
         await interaction.edit_original_response(
             content=listing_text(listing, time.time()),
             attachments=[discord.File(io.BytesIO(sheet), filename="history.jpg")],

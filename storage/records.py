@@ -32,10 +32,13 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Scope:
-    """Whose jobs a request may see: a server's, or (in direct messages) one user's own."""
+    """Whose jobs a request may see (SPEC §6 Visibility): in a server, the jobs made in the
+    channels the user can view, and their own; in direct messages, only their own DM jobs."""
 
     guild_id: int | None
     user_id: int
+    # The server's channels (and threads) the user can view; unset, only their own jobs.
+    channel_ids: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,11 @@ class JobRecord:
         return [self.seed + i for i in range(self.count)]
 
     def visible_to(self, scope: Scope) -> bool:
+        """The rule the repository's queries apply, for a job already in hand."""
         if scope.guild_id is None:
             return self.guild_id is None and self.user_id == scope.user_id
-        return self.guild_id == scope.guild_id
+        return self.guild_id == scope.guild_id and (
+            self.channel_id in scope.channel_ids or self.user_id == scope.user_id)
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import sqlite3
 import time
@@ -53,10 +54,17 @@ def fts_query(text: str) -> str | None:
 
 
 def _scope_clause(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
+    """The jobs `scope` may see (`Scope`, SPEC §6 Visibility), as a condition and its values.
+
+    The visible channels travel as one JSON array, so the statement's text (and SQLite's
+    cached plan) is the same whatever their number; SQLite reads the array once per statement.
+    The columns tested are all in the history indexes, so counting still reads no rows."""
     prefix = f"{alias}." if alias else ""
     if scope.guild_id is None:
         return f"({prefix}guild_id IS NULL AND {prefix}user_id = ?)", [scope.user_id]
-    return f"{prefix}guild_id = ?", [scope.guild_id]
+    return (f"({prefix}guild_id = ? AND ({prefix}user_id = ?"
+            f" OR {prefix}channel_id IN (SELECT value FROM json_each(?))))",
+            [scope.guild_id, scope.user_id, json.dumps(sorted(scope.channel_ids))])
 
 
 class Repository:
@@ -197,9 +205,12 @@ class Repository:
             (time.time(), job_id),
         )
 
-    async def children(self, job_id: str) -> list[JobRecord]:
+    async def children(self, job_id: str, scope: Scope) -> list[JobRecord]:
+        """The jobs made from `job_id` that `scope` may see, oldest first."""
+        clause, params = _scope_clause(scope)
         async with self.db.execute(
-            f"{_JOB_SELECT} WHERE parent_job = ? ORDER BY created_at", (job_id,)
+            f"{_JOB_SELECT} WHERE parent_job = ? AND {clause} ORDER BY created_at",
+            (job_id, *params),
         ) as cursor:
             return [JobRecord.from_row(row) for row in await cursor.fetchall()]
 

@@ -17,7 +17,6 @@ import pytest
 from storage import Repository, Scope
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "history.py"
-GUILD = Scope(1001, 0)
 TABLE_SCAN = re.compile(r"\bSCAN (j|jobs)\b(?!_)")
 
 
@@ -51,6 +50,8 @@ async def filled(repo: Repository) -> Repository:
     await _bench().fill(repo, 3000, seed=1)
     return repo
 
+
+GUILD = Scope(1001, 0, _bench().visible_channels(1001))  # a member who cannot view every channel
 
 HISTORY: dict[str, Callable[[Repository], Awaitable[Any]]] = {
     "page 1": lambda repo: repo.history(GUILD),
