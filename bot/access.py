@@ -59,6 +59,10 @@ class PostLimit:
         self.window = window
         self._posts: dict[int, deque[float]] = {}
 
+    def __len__(self) -> int:
+        """How many people are remembered."""
+        return len(self._posts)
+
     def take(self, user_id: int, now: float | None = None) -> bool:
         """Count one post by `user_id`, unless they already had `per_window` in the window;
         whether it may go out."""

@@ -379,6 +379,43 @@ class DiscordDouble:
             )
         self._bump()
 
+    async def add_channel(
+        self,
+        name: str,
+        *,
+        guild: Guild | None = None,
+        nsfw: bool = False,
+        viewers: Iterable[Member | Role] | None = None,
+    ) -> Channel:
+        """A new text channel in ``guild`` (default: :attr:`guild`); the bot gets CHANNEL_CREATE.
+
+        With ``viewers`` it is private, as Discord's "Private Channel" switch makes it:
+        @everyone is denied VIEW_CHANNEL and only these members or roles, and the bot, are
+        allowed it.
+        """
+        guild = guild or self.guild
+        channel = self._add_channel(guild, next_snowflake(), name, nsfw=nsfw)
+        if viewers is not None:
+            view = int(Perm.VIEW_CHANNEL)
+            channel.overwrites[guild.id] = (0, view, 0)
+            for target in (*viewers, self.bot_user):
+                channel.overwrites[target.id] = (view, 0, 1 if isinstance(target, Member) else 0)
+        await self.gateway.dispatch("CHANNEL_CREATE", channel.to_dict(), required=False)
+        self._bump()
+        return channel
+
+    async def delete_channel(self, channel: Channel) -> None:
+        """Delete a guild channel with its messages; the bot gets CHANNEL_DELETE."""
+        guild = self.guild_of(channel)
+        assert guild is not None, "only guild channels can be deleted"
+        guild.channels.remove(channel)
+        del self.channels[channel.id]
+        for message in self._messages.values():
+            if message.channel_id == channel.id:
+                message.deleted = True
+        await self.gateway.dispatch("CHANNEL_DELETE", channel.to_dict(), required=False)
+        self._bump()
+
     def _channel(self, channel: Channel | int) -> Channel:
         if isinstance(channel, Channel):
             return channel
@@ -1021,6 +1058,10 @@ class DiscordDouble:
         guild = self.guild_of(channel)
         if guild is not None and not guild.has_member(user):
             raise ValueError(f"{user!r} is not a member of {guild!r}")
+        if guild is not None and not guild.permissions_in(user, channel) & Perm.VIEW_CHANNEL:
+            # Discord shows a member nothing of a channel they cannot view, so nothing there
+            # can be used by them.
+            raise ValueError(f"{user!r} cannot view {channel!r}")
         if guild is None and channel.recipient is not user:
             raise ValueError(f"{user!r} cannot use {channel!r}, a DM with {channel.recipient!r}")
         interaction_id = next_snowflake()

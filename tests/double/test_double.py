@@ -601,3 +601,30 @@ async def test_stalled_callback_shows_in_ack_time(bot_and_double) -> None:
     assert stall.hits == 1 and h.ack_seconds is not None and h.ack_seconds < 0.3
     # The stall happens inside the request: the bot waited, the ack arrived on time.
     assert [r for r in double.requests if r.path.endswith("/callback")][-1].status == 200
+
+
+async def test_private_channels_are_created_seen_and_deleted(bot_and_double) -> None:
+    bot, double = bot_and_double
+    staff = await double.add_channel("staff", viewers=[double.alice])
+    cached = await double.wait_for(lambda: bot.get_channel(staff.id))
+    guild = cached.guild
+    assert isinstance(cached, discord.TextChannel) and cached.name == "staff"
+    assert not cached.permissions_for(guild.default_role).view_channel
+    assert cached.overwrites_for(discord.Object(double.alice.id)).view_channel is True
+    assert cached.overwrites_for(discord.Object(double.bot_user.id)).view_channel is True
+
+    # Discord offers nothing of a channel to a member who cannot view it.
+    with pytest.raises(ValueError, match="cannot view"):
+        await double.slash("secret", user=double.bob, channel=staff)
+    answered = await double.slash("secret", user=double.alice, channel=staff)
+    assert (await answered.original()).content == "only for you"
+    member = answered.payload["member"]
+    assert int(member["permissions"]) & discord.Permissions(view_channel=True).value
+
+    nsfw = await double.add_channel("after-dark", nsfw=True)
+    assert (await double.wait_for(lambda: bot.get_channel(nsfw.id))).is_nsfw()
+
+    await double.delete_channel(staff)
+    await double.wait_for(lambda: bot.get_channel(staff.id) is None)
+    assert staff.id not in double.channels
+    assert double.server_errors == []
