@@ -45,6 +45,8 @@ from .models import (
     FLAG_COMPONENTS_V2,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
+    PRIVATE_THREAD,
+    PUBLIC_THREAD,
     SELECT_TYPES,
     ApiError,
     Attachment,
@@ -403,6 +405,38 @@ class DiscordDouble:
         await self.gateway.dispatch("CHANNEL_CREATE", channel.to_dict(), required=False)
         self._bump()
         return channel
+
+    async def add_thread(
+        self,
+        parent: Channel,
+        name: str,
+        *,
+        owner: Member | None = None,
+        private: bool = False,
+        members: Iterable[Member] = (),
+    ) -> Channel:
+        """A thread of the text channel ``parent`` started by ``owner`` (default
+        :attr:`alice`); the bot gets THREAD_CREATE. A private thread is seen by its
+        ``members`` (the owner and the bot among them) and those who may manage threads."""
+        guild = self.guild_of(parent)
+        assert guild is not None and not parent.is_thread, "threads start in guild channels"
+        owner = owner or self.alice
+        thread = Channel(
+            id=next_snowflake(),
+            name=name,
+            type=PRIVATE_THREAD if private else PUBLIC_THREAD,
+            guild_id=guild.id,
+            nsfw=parent.nsfw,
+            parent_id=parent.id,
+            owner_id=owner.id,
+            thread_members={owner.id, self.bot_user.id, *(m.id for m in members)},
+        )
+        guild.threads.append(thread)
+        self.channels[thread.id] = thread
+        payload = {**thread.to_dict(), "newly_created": True}
+        await self.gateway.dispatch("THREAD_CREATE", payload, required=False)
+        self._bump()
+        return thread
 
     async def delete_channel(self, channel: Channel) -> None:
         """Delete a guild channel with its messages; the bot gets CHANNEL_DELETE."""

@@ -235,3 +235,39 @@ async def test_each_person_may_have_only_so_many_pictures_posted_a_minute(
     assert len(public(atelier)) == limit + 1
     # Others are not held back by Bob's posts.
     await posted(await double.click(grid, button(grid, "U3"), user=double.alice))
+
+
+async def test_jobs_in_threads_are_seen_by_those_who_can_view_the_thread(
+        atelier: Atelier) -> None:
+    double = atelier.double
+    alice, bob = double.alice, double.bob
+    staff = await double.add_channel("staff", viewers=[alice])
+    threads = {
+        "open": await double.add_thread(double.channel, "ideas"),
+        "private": await double.add_thread(double.channel, "plans", private=True),
+        "staff": await double.add_thread(staff, "party"),
+    }
+    jobs = {name: await seed_job(atelier, f"a fox in the {name} thread", n, channel=thread)
+            for n, (name, thread) in enumerate(threads.items())}
+
+    def listed(message: Message) -> set[str]:
+        return {job_id_of_line(line) for line in item_lines(message)}
+
+    assert listed(await history(atelier, by=bob)) == {jobs["open"].id}
+    assert listed(await history(atelier, by=alice)) == {job.id for job in jobs.values()}
+    # The owner may manage threads, so sees the private one, not being in it.
+    assert listed(await history(atelier, by=double.owner)) == {job.id for job in jobs.values()}
+    for name in ("private", "staff"):
+        assert await refused(await recall(atelier, jobs[name].id, user=bob)) == no_job(
+            jobs[name].id)
+
+    # In a thread, posting needs Send Messages in Threads, not Send Messages.
+    ideas = threads["open"]
+    double.set_permission_overwrite(double.channel, bob, deny=Perm.SEND_MESSAGES_IN_THREADS)
+    refusal = await refused(await recall(atelier, jobs["open"].id, user=bob, channel=ideas))
+    assert refusal == CANNOT_POST
+    shown = await finished(await recall(atelier, jobs["open"].id, user=bob))
+    assert shown.channel_id == double.channel.id
+    double.set_permission_overwrite(double.channel, bob, deny=Perm.SEND_MESSAGES)
+    shown = await finished(await recall(atelier, jobs["open"].id, user=bob, channel=ideas))
+    assert shown.channel_id == ideas.id
