@@ -1,7 +1,8 @@
 """How fast `/history`, its search and `/recall`'s autocomplete answer on a large database.
 
-Builds a real SQLite file with the project's migrations, fills it with jobs (several servers and
-users, varied prompts, four image rows each), then times the repository methods the cogs call.
+Builds a real SQLite file with the project's migrations, fills it with jobs (several servers,
+channels and users, varied prompts, four image rows each), then times the repository methods the
+cogs call, for a member who cannot view two of the busiest server's twelve channels.
 
     python bench/history.py               # 100,000 jobs, 50 runs of each query
     python bench/history.py --jobs 5000   # smaller, quicker
@@ -198,7 +199,7 @@ async def run_queries(repo: Repository, runs: int) -> None:
                                  " AND channel_id = ? ORDER BY created_at LIMIT 1",
                            guild, guild * 100) or "k3f9x2ab"
     dm_user = await scalar(repo, "SELECT user_id FROM jobs WHERE guild_id IS NULL LIMIT 1") or 0
-    scope = Scope(guild, 0, visible_channels(guild))
+    scope = Scope(guild, busy_user, visible_channels(guild))  # a busy member, two channels hidden
     deep = 200
     history: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
         ("history page 1", lambda: repo.history(scope)),
