@@ -1,5 +1,6 @@
-"""`/history`: this server's finished jobs, nine to a page, as a numbered contact sheet and list,
-with `◀` `▶` to turn pages and `Open…` to recall one; answered privately."""
+"""`/history`: the finished jobs of this server the member may see (those of the channels they
+can view, and their own), nine to a page, as a numbered contact sheet and list, with `◀` `▶` to
+turn pages and `Open…` to recall one; answered privately."""
 
 from __future__ import annotations
 
@@ -170,7 +171,8 @@ class OpenMenu(discord.ui.DynamicItem[discord.ui.Select[Any]], template=OPEN_ID)
         return cls(list(item.options) if isinstance(item, discord.ui.Select) else [])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        # The picked value is whatever the client sent: the recall checks it is this server's.
+        # The picked value is whatever the client sent: the recall checks that the member may
+        # see that job, and post it here.
         bot: AtelierBot = interaction.client
         handler = bot.button_handlers.get("recall")
         if handler is None or not self.item.values:
