@@ -1,7 +1,8 @@
 """How fast `/history`, its search and `/recall`'s autocomplete answer on a large database.
 
-Builds a real SQLite file with the project's migrations, fills it with jobs (several servers and
-users, varied prompts, four image rows each), then times the repository methods the cogs call.
+Builds a real SQLite file with the project's migrations, fills it with jobs (several servers,
+channels and users, varied prompts, four image rows each), then times the repository methods the
+cogs call, for a member who cannot view two of the busiest server's twelve channels.
 
     python bench/history.py               # 100,000 jobs, 50 runs of each query
     python bench/history.py --jobs 5000   # smaller, quicker
@@ -53,6 +54,8 @@ GUILDS = (1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008)
 GUILD_WEIGHTS = (40, 20, 12, 8, 6, 5, 4, 3)  # one busy server, a long tail; the rest are DMs
 DM_SHARE = 0.02
 USERS_PER_GUILD = 40
+CHANNELS_PER_GUILD = 12  # the last PRIVATE_CHANNELS of them are hidden from the viewer
+PRIVATE_CHANNELS = 2
 BATCH = 10_000
 HISTORY_PAGE = 9
 
@@ -76,6 +79,16 @@ JOB_FIELDS = ("id", "guild_id", "channel_id", "user_id", "kind", "prompt", "nega
               "status", "started_at", "finished_at", "message_id", "deleted_at")
 
 
+def channel_of(guild: int | None, rng: random.Random) -> int:
+    """One of the server's channels (numbered `guild * 100 + k`), or the DM channel."""
+    return (guild or 0) * 100 + (rng.randrange(CHANNELS_PER_GUILD) if guild else 1)
+
+
+def visible_channels(guild: int) -> frozenset[int]:
+    """The channels of `guild` the benchmark's viewer can see: all but the private ones."""
+    return frozenset(guild * 100 + k for k in range(CHANNELS_PER_GUILD - PRIVATE_CHANNELS))
+
+
 def job_rows(count: int, rng: random.Random) -> Iterator[tuple[Any, ...]]:
     """`count` jobs (JOB_FIELDS), oldest first, about a minute apart over ~70 days."""
     start = time.time() - count * 60
@@ -86,7 +99,7 @@ def job_rows(count: int, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         status = rng.choices(("done", "failed", "cancelled"), (95, 3, 2))[0]
         created = start + n * 60 + rng.random()
         values = {
-            "id": new_job_id(), "guild_id": guild, "channel_id": (guild or 0) * 10 + 1,
+            "id": new_job_id(), "guild_id": guild, "channel_id": channel_of(guild, rng),
             "user_id": user, "kind": rng.choices(("imagine", "reroll", "variation", "upscale"),
                                                  (70, 10, 15, 5))[0],
             "prompt": prompt(rng), "negative": "", "model": "sd15", "sampler": "euler_a",
@@ -183,9 +196,10 @@ async def run_queries(repo: Repository, runs: int) -> None:
                              " WHERE j.guild_id = ? GROUP BY f.user_id ORDER BY count(*) DESC"
                              " LIMIT 1", guild) or 0
     some_id = await scalar(repo, "SELECT id FROM jobs WHERE guild_id = ? AND status = 'done'"
-                                 " ORDER BY created_at LIMIT 1", guild) or "k3f9x2ab"
+                                 " AND channel_id = ? ORDER BY created_at LIMIT 1",
+                           guild, guild * 100) or "k3f9x2ab"
     dm_user = await scalar(repo, "SELECT user_id FROM jobs WHERE guild_id IS NULL LIMIT 1") or 0
-    scope = Scope(guild, 0)
+    scope = Scope(guild, busy_user, visible_channels(guild))  # a busy member, two channels hidden
     deep = 200
     history: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
         ("history page 1", lambda: repo.history(scope)),

@@ -13,6 +13,8 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot import limits
+from bot.access import PostLimit
 from bot.catalogue import Catalogue
 from bot.config import ConfigError, Settings
 from bot.engine.executor import Executor, LocalExecutor
@@ -92,6 +94,7 @@ class AtelierBot(commands.Bot):
         self.settings = settings
         self.catalogue = Catalogue.from_settings(settings)
         self.button_handlers: dict[str, ButtonHandler] = {}
+        self.public_posts = PostLimit(limits.PUBLIC_POSTS_PER_MINUTE)
         self.started_at = time.time()
         self.loop_watch = LoopWatch()
         point_at(settings.discord_api_base, settings.discord_gateway_url)

@@ -23,5 +23,8 @@ MAX_PIXELS = 4_200_000
 UPLOAD_MAX_BYTES = 10 * 1024 * 1024
 UPLOAD_MAX_SIDE = 4096
 UPLOAD_TYPES = ("PNG", "JPEG", "WEBP")
+# Pictures one person may have Atelier post publicly again (`U<n>`, `/recall`, `Open…`) in a
+# minute: each is a full-size upload into a channel.
+PUBLIC_POSTS_PER_MINUTE = 10
 
 ASPECT_CHOICES = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")

@@ -74,6 +74,20 @@ def no_job_text(job_id: str) -> str:
     return f"No job `{safe}` in this server."
 
 
+def nsfw_only_text(job_id: str) -> str:
+    return (f"Job `{job_id}` was made in an NSFW channel; its pictures can be posted or used "
+            "only in NSFW channels.")
+
+
+CANNOT_POST = ("You cannot post pictures in this channel: that needs the Send Messages and "
+               "Attach Files permissions here.")
+
+
+def post_limit_text(limit: int) -> str:
+    return (f"You had {limit} pictures posted in the last minute; wait a moment (at most {limit} "
+            "a minute per person).")
+
+
 def lineage_text(job: JobRecord) -> str | None:
     """Where a job comes from, `variation of image 3 of job `abc12345``; None for a new prompt."""
     if job.parent_job is None:

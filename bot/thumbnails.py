@@ -77,13 +77,14 @@ class Thumbnails:
             return None
         return ImageOps.contain(picture.convert("RGB"), (CELL, CELL), Image.Resampling.LANCZOS)
 
-    def contact_sheet(self, images: Sequence[ImageRecord | None], veil_flagged: bool) -> bytes:
+    def contact_sheet(self, images: Sequence[ImageRecord | None],
+                      veiled: Sequence[bool]) -> bytes:
         """The numbered sheet of these pictures (None leaves a cell empty), as JPEG bytes;
-        pictures the safety checker flagged are veiled when `veil_flagged`."""
+        the pictures whose `veiled` is true are made unrecognisable."""
         cells = []
-        for image in images:
+        for image, hidden in zip(images, veiled, strict=True):
             thumbnail = self.get(image) if image is not None else None
-            if thumbnail is not None and image is not None and image.nsfw and veil_flagged:
+            if thumbnail is not None and hidden:
                 thumbnail = veil(thumbnail)
             cells.append(thumbnail)
         return _jpeg(compose_sheet(cells))

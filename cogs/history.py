@@ -1,5 +1,6 @@
-"""`/history`: this server's finished jobs, nine to a page, as a numbered contact sheet and list,
-with `◀` `▶` to turn pages and `Open…` to recall one; answered privately."""
+"""`/history`: the finished jobs of this server the member may see (those of the channels they
+can view, and their own), nine to a page, as a numbered contact sheet and list, with `◀` `▶` to
+turn pages and `Open…` to recall one; answered privately."""
 
 from __future__ import annotations
 
@@ -176,7 +177,8 @@ class OpenMenu(discord.ui.DynamicItem[discord.ui.Select[Any]], template=OPEN_ID)
         return cls(list(item.options) if isinstance(item, discord.ui.Select) else [])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        # The picked value is whatever the client sent: the recall checks it is this server's.
+        # The picked value is whatever the client sent: the recall checks that the member may
+        # see that job, and post it here.
         bot: AtelierBot = interaction.client
         handler = bot.button_handlers.get("recall")
         if handler is None or not self.item.values:
@@ -278,9 +280,13 @@ class History(commands.Cog):
     async def show(self, interaction: Interaction, listing: Listing) -> None:
         """Fill the (deferred) message with the listing's contact sheet, list and controls."""
         first = await self.bot.repo.first_images([job.id for job in listing.jobs])
-        sheet = await asyncio.to_thread(
-            self.thumbnails.contact_sheet, [first.get(job.id) for job in listing.jobs],
-            not nsfw_allowed(interaction))
+        images = [first.get(job.id) for job in listing.jobs]
+        # Outside NSFW channels, pictures the safety checker flagged and every picture made in
+        # an NSFW channel are veiled.
+        here_nsfw = nsfw_allowed(interaction)
+        veiled = [not here_nsfw and (job.nsfw_allowed or (image is not None and image.nsfw))
+                  for job, image in zip(listing.jobs, images, strict=True)]
+        sheet = await asyncio.to_thread(self.thumbnails.contact_sheet, images, veiled)
         await interaction.edit_original_response(
             content=listing_text(listing, time.time()),
             attachments=[discord.File(io.BytesIO(sheet), filename="history.jpg")],

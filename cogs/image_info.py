@@ -120,22 +120,21 @@ class ImageInfo(commands.Cog):
             await answer_error(interaction, NO_IMAGE)
             return
         index = None
+        scope = scope_of(interaction)
         mark = job_mark(message.content)
         if mark is not None:
             job_id, index = mark
-            job = await visible_job(interaction, job_id)
+            job = await visible_job(interaction, job_id, scope)
             if job is None:
                 return
         else:
             # A placeholder, a cancelled or an old message: the database knows its job.
-            job = await self.bot.repo.job_for_message(message.id, scope_of(interaction))
+            job = await self.bot.repo.job_for_message(message.id, scope)
             if job is None:
                 await answer_error(interaction, NO_IMAGE)
                 return
-        scope = scope_of(interaction)
         images = await self.bot.repo.images(job.id)
-        children = [child for child in await self.bot.repo.children(job.id)
-                    if child.visible_to(scope)]
+        children = await self.bot.repo.children(job.id, scope)
         deleted = (await self.bot.repo.deleted_pictures([job.id])).get(job.id, ())
         await interaction.response.send_message(
             embed=info_embed(job, images, children, index, deleted), ephemeral=True)

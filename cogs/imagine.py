@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import limits, render
-from bot.access import may_manage, nsfw_allowed, visible_image, visible_job
+from bot.access import may_manage, may_post_here, nsfw_allowed, visible_image, visible_job
 from bot.delivery import Attachment, fitted
 from bot.imaging import decode, encode_png, veil
 from bot.jobs import JobRefused
@@ -162,6 +162,8 @@ class Imagine(commands.Cog):
         if found is None:
             return
         job, image = found
+        if not await may_post_here(interaction, job):
+            return
         # Answer at once; reading, maybe veiling or re-encoding, and uploading a 4 MP picture
         # can take longer than Discord's 3 s.
         await interaction.response.defer(thinking=True)

@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import nsfw_allowed, scope_of, visible_job
+from bot.access import may_post_here, nsfw_allowed, scope_of, visible_job
 from bot.delivery import fitted
 from bot.replies import answer_error
 from storage import JobRecord, JobStatus
@@ -69,6 +69,8 @@ class Recall(commands.Cog):
         images = await self.bot.repo.images(job.id)
         if not images:
             await answer_error(interaction, f"Job `{job.id}` has no pictures.")
+            return
+        if not await may_post_here(interaction, job):
             return
         await interaction.response.defer(thinking=True)
         # Veiling follows the channel it is posted in now, not the one it was made in.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.access import visible_image, visible_job
+from bot.access import may_use_here, visible_image, visible_job
 from bot.imaging import ImageSizeError, check_pixels
 from bot.options import remix_text, resolve_remix
 from bot.prompt import PromptError
@@ -99,6 +99,8 @@ class Studio(commands.Cog):
         if parent.status is not JobStatus.DONE:
             await answer_error(interaction, f"Job `{parent.id}` has not finished yet.")
             return
+        if not await may_use_here(interaction, parent):
+            return
         job = self.bot.jobs.derive(interaction, parent, "reroll", count=parent.count,
                                    init_image=parent.init_image, strength=parent.strength)
         await self.run(interaction, job, "Remix — reroll")
@@ -110,6 +112,8 @@ class Studio(commands.Cog):
         if found is None:
             return
         parent, image = found
+        if not await may_use_here(interaction, parent):
+            return
         job = self.bot.jobs.derive(interaction, parent, "variation", count=4,
                                    index=image.index + 1, init_image=image.sha256,
                                    strength=strength)
@@ -133,6 +137,8 @@ class Studio(commands.Cog):
         if found is None:
             return
         parent, image = found
+        if not await may_use_here(interaction, parent):
+            return
         try:
             check_pixels(image.width * 2, image.height * 2)
         except ImageSizeError as error:

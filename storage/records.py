@@ -80,9 +80,11 @@ class JobRecord:
         return [self.seed + i for i in range(self.count)]
 
     def visible_to(self, scope: Scope) -> bool:
+        """The rule the repository's queries apply, for a job already in hand."""
         if scope.guild_id is None:
             return self.guild_id is None and self.user_id == scope.user_id
-        return self.guild_id == scope.guild_id
+        return self.guild_id == scope.guild_id and (
+            self.channel_id in scope.channel_ids or self.user_id == scope.user_id)
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:

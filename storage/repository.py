@@ -54,24 +54,37 @@ def fts_query(text: str) -> str | None:
 
 
 def _scope_clause(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
+    """The jobs `scope` may see (`Scope`, SPEC §6 Visibility), as a condition and its values:
+    in a server, the jobs of the channels the user can view, and their own.
+
+    The visible channels travel as one JSON array, so the statement's text (and SQLite's
+    cached plan) is the same whatever their number; SQLite reads the array once. The server
+    comes first and alone, so SQLite walks a server's jobs newest first from an index and
+    stops at the page's end, testing the channel and author the history indexes hold. (The
+    unary `+` keeps SQLite from looking the channels up in `jobs_channel` instead, which
+    would mean sorting all of them.)"""
     prefix = f"{alias}." if alias else ""
     if scope.guild_id is None:
         return f"({prefix}guild_id IS NULL AND {prefix}user_id = ?)", [scope.user_id]
-    return f"{prefix}guild_id = ?", [scope.guild_id]
+    return (f"({prefix}guild_id = ? AND ({prefix}user_id = ?"
+            f" OR +{prefix}channel_id IN (SELECT value FROM json_each(?))))",
+            [scope.guild_id, scope.user_id, json.dumps(sorted(scope.channel_ids))])
 
 
-def _viewer_clause(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
-    """`_scope_clause` narrowed to what its user may see inside the server: the jobs of the
-    channels they can view (`Scope.channel_ids`), and their own (SPEC §6 Visibility). The
-    channels travel as one JSON array, so the statement's text stays the same whatever their
-    number."""
-    clause, params = _scope_clause(scope, alias)
+def _scope_parts(scope: Scope, alias: str = "") -> list[tuple[str, list[Any]]]:
+    """`_scope_clause` as conditions that never hold together, for counting: in a server, the
+    jobs of the channels the user can view, and their own jobs in the others. Each part is
+    counted from an index that holds it in one piece, testing no row's channel."""
     if scope.guild_id is None:
-        return clause, params
+        return [_scope_clause(scope, alias)]
     prefix = f"{alias}." if alias else ""
-    return (f"{clause} AND ({prefix}user_id = ?"
-            f" OR {prefix}channel_id IN (SELECT value FROM json_each(?)))",
-            [*params, scope.user_id, json.dumps(sorted(scope.channel_ids))])
+    channels = json.dumps(sorted(scope.channel_ids))
+    visible = f"{prefix}channel_id IN (SELECT value FROM json_each(?))"
+    return [
+        (f"({prefix}guild_id = ? AND {visible})", [scope.guild_id, channels]),
+        (f"({prefix}guild_id = ? AND {prefix}user_id = ? AND NOT {visible})",
+         [scope.guild_id, scope.user_id, channels]),
+    ]
 
 
 class Repository:
@@ -237,9 +250,12 @@ class Repository:
                 found[row["job_id"]] = (*found.get(row["job_id"], ()), row["idx"])
         return found
 
-    async def children(self, job_id: str) -> list[JobRecord]:
+    async def children(self, job_id: str, scope: Scope) -> list[JobRecord]:
+        """The jobs made from `job_id` that `scope` may see, oldest first."""
+        clause, params = _scope_clause(scope)
         async with self.db.execute(
-            f"{_JOB_SELECT} WHERE parent_job = ? ORDER BY created_at", (job_id,)
+            f"{_JOB_SELECT} WHERE parent_job = ? AND {clause} ORDER BY created_at",
+            (job_id, *params),
         ) as cursor:
             return [JobRecord.from_row(row) for row in await cursor.fetchall()]
 
@@ -329,8 +345,8 @@ class Repository:
         offset: int = 0,
     ) -> tuple[list[JobRecord], int]:
         """Finished jobs visible to `scope`, newest first, and how many there are in all."""
-        clause, params = _scope_clause(scope, "j")
-        where = [clause, "j.status = 'done'"]
+        where = ["j.status = 'done'"]
+        params: list[Any] = []
         if user_id is not None:
             where.append("j.user_id = ?")
             params.append(user_id)
@@ -338,20 +354,29 @@ class Repository:
         if search and match is None:
             return [], 0
         if match is not None:
-            where.append("j.rowid IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)")
+            # `+`: the matches are tested while walking an index, never looked up one by one
+            # in each channel (thousands of lookups for a common word).
+            where.append("+j.rowid IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)")
             params.append(match)
         if favourites_of is not None:
             where.append("j.id IN (SELECT job_id FROM favourites WHERE user_id = ?)")
             params.append(favourites_of)
         condition = " AND ".join(where)
+        clause, scope_params = _scope_clause(scope, "j")
         columns = ", ".join(f"j.{name}" for name in JOB_COLUMNS)
+        # The filters first: SQLite tests them in this order, and a search rules out more
+        # jobs than the channels do.
         async with self.db.execute(
-            f"SELECT {columns} FROM jobs j WHERE {condition}"
+            f"SELECT {columns} FROM jobs j WHERE {condition} AND {clause}"
             " ORDER BY j.created_at DESC LIMIT ? OFFSET ?",
-            (*params, limit, offset),
+            (*params, *scope_params, limit, offset),
         ) as cursor:
             jobs = [JobRecord.from_row(row) for row in await cursor.fetchall()]
-        async with self.db.execute(f"SELECT count(*) FROM jobs j WHERE {condition}", params) as cur:
+        parts = _scope_parts(scope, "j")
+        counts = " + ".join(f"(SELECT count(*) FROM jobs j WHERE {condition} AND {part})"
+                            for part, _ in parts)
+        count_params = [value for _, part_params in parts for value in (*params, *part_params)]
+        async with self.db.execute(f"SELECT {counts}", count_params) as cur:
             row = await cur.fetchone()
         return jobs, int(row[0]) if row else 0
 
@@ -432,7 +457,7 @@ class Repository:
         """A page of the team gallery: finished jobs `scope`'s user may see, newest first,
         filtered like `history` and also by model and kind. Not counted (counting every match
         costs more than the page): ask for one more than a page to know if another follows."""
-        clause, params = _viewer_clause(scope, "j")
+        clause, params = _scope_clause(scope, "j")
         where = [clause, "j.status = 'done'"]
         match = fts_query(search) if search else None
         if search and match is None:

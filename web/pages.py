@@ -27,7 +27,7 @@ from bot.render import lineage_text
 from cogs.history import age_text, shorten
 from storage import JOB_KINDS, ImageRecord, JobRecord, Scope
 from web.signin import OAuthError, Revoked, SignedOut, Unavailable, Viewer, csrf_ok
-from web.visibility import may_see, viewer_scope
+from web.visibility import viewer_scope
 
 if TYPE_CHECKING:
     from web.server import Gallery, Handler
@@ -236,7 +236,7 @@ class Pages:
         if job is None:
             raise NotFound()
         scope = await self.scope(viewer, job.guild_id)
-        if scope is None or not may_see(scope, job):
+        if scope is None or not job.visible_to(scope):
             raise NotFound()
         return job, scope
 
@@ -355,9 +355,9 @@ class Pages:
         repo = self.bot.repo
         images = await repo.images(job.id)
         parent = await repo.job(job.parent_job) if job.parent_job is not None else None
-        if parent is not None and not may_see(scope, parent):
+        if parent is not None and not parent.visible_to(scope):
             parent = None
-        children = [child for child in await repo.children(job.id) if may_see(scope, child)]
+        children = await repo.children(job.id, scope)
         favourites = await repo.favourite_indexes(viewer.id, job.id)
         store = self.bot.store.root
         texts = await asyncio.gather(*(asyncio.to_thread(parameters_of, store / image.path)
@@ -402,7 +402,7 @@ class Pages:
         viewer = await self.viewer(request)
         for job, image in await self.bot.repo.image_holders(request.match_info["sha"]):
             scope = await self.scope(viewer, job.guild_id)
-            if scope is not None and may_see(scope, job):
+            if scope is not None and job.visible_to(scope):
                 return image
         raise NotFound()
 

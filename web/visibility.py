@@ -13,7 +13,8 @@ from typing import Protocol
 
 import discord
 
-from storage import JobRecord, Scope
+from bot.visibility import visible_channels
+from storage import Scope
 
 MEMBER_TTL = 300.0  # seconds a fetched member (their roles) is trusted
 NAME_FETCHES = 4  # members fetched at once when naming the authors of a page
@@ -81,22 +82,6 @@ class Members:
         return dict(await asyncio.gather(*(name(user_id) for user_id in dict.fromkeys(user_ids))))
 
 
-def visible_channels(guild: discord.Guild, member: discord.Member) -> frozenset[int]:
-    """The ids of `guild`'s channels and cached threads that `member` can view; a public thread
-    follows its parent, a private one is seen by those who may manage its parent's threads."""
-    visible = {channel.id for channel in guild.channels
-               if channel.permissions_for(member).view_channel}
-    for thread in guild.threads:
-        parent = thread.parent
-        if parent is None or parent.id not in visible:
-            continue
-        if (thread.type is discord.ChannelType.private_thread
-                and not parent.permissions_for(member).manage_threads):
-            continue
-        visible.add(thread.id)
-    return frozenset(visible)
-
-
 async def viewer_scope(bot: Guilds, members: Members, guild_id: int,
                        user_id: int) -> Scope | None:
     """The jobs of server `guild_id` that user `user_id` may see: those of the channels they can
@@ -108,11 +93,3 @@ async def viewer_scope(bot: Guilds, members: Members, guild_id: int,
     if member is None:
         return None
     return Scope(guild.id, user_id, visible_channels(guild, member))
-
-
-def may_see(scope: Scope, job: JobRecord) -> bool:
-    """The rule the repository's gallery queries apply, for a job already in hand."""
-    if scope.guild_id is None:
-        return job.guild_id is None and job.user_id == scope.user_id
-    return job.guild_id == scope.guild_id and (
-        job.user_id == scope.user_id or job.channel_id in scope.channel_ids)

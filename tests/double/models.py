@@ -59,6 +59,7 @@ class Perm(enum.IntFlag):
     CHANGE_NICKNAME = 1 << 26
     MANAGE_ROLES = 1 << 28
     USE_APPLICATION_COMMANDS = 1 << 31
+    MANAGE_THREADS = 1 << 34
     SEND_MESSAGES_IN_THREADS = 1 << 38
 
 
@@ -206,9 +207,13 @@ class Member:
         return f"<Member {self.name} id={self.id}{' bot' if self.bot else ''}>"
 
 
+PUBLIC_THREAD, PRIVATE_THREAD = 11, 12
+
+
 @dataclass(eq=False)
 class Channel:
-    """A guild text channel (type 0) or a DM channel (type 1)."""
+    """A guild text channel (type 0), a DM channel (type 1), or a thread (type 11 public,
+    12 private) of a text channel (``parent_id``)."""
 
     id: int
     name: str
@@ -221,10 +226,17 @@ class Channel:
     # target id -> (allow, deny, target type 0 role / 1 member)
     overwrites: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     last_message_id: int | None = None
+    parent_id: int | None = None  # threads only
+    owner_id: int | None = None  # threads only: who started it
+    thread_members: set[int] = field(default_factory=set)  # threads only
 
     @property
     def is_dm(self) -> bool:
         return self.type == 1
+
+    @property
+    def is_thread(self) -> bool:
+        return self.type in (PUBLIC_THREAD, PRIVATE_THREAD)
 
     @property
     def mention(self) -> str:
@@ -239,6 +251,28 @@ class Channel:
                 "last_message_id": _opt_str(self.last_message_id),
                 "recipients": [self.recipient.user_payload()],
                 "flags": 0,
+            }
+        if self.is_thread:
+            return {
+                "id": str(self.id),
+                "type": self.type,
+                "guild_id": str(self.guild_id),
+                "parent_id": str(self.parent_id),
+                "owner_id": str(self.owner_id),
+                "name": self.name,
+                "nsfw": self.nsfw,
+                "last_message_id": _opt_str(self.last_message_id),
+                "rate_limit_per_user": 0,
+                "message_count": 0,
+                "member_count": len(self.thread_members),
+                "flags": 0,
+                "thread_metadata": {
+                    "archived": False,
+                    "auto_archive_duration": 1440,
+                    "archive_timestamp": iso(utcnow()),
+                    "locked": False,
+                    "invitable": False,
+                },
             }
         return {
             "id": str(self.id),
@@ -269,6 +303,7 @@ class Guild:
     owner_id: int
     roles: list[Role] = field(default_factory=list)
     channels: list[Channel] = field(default_factory=list)
+    threads: list[Channel] = field(default_factory=list)
     members: list[Member] = field(default_factory=list)
     locale: str = "en-US"
     joined_at: dt.datetime = field(default_factory=lambda: dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
@@ -299,7 +334,17 @@ class Guild:
         return perms
 
     def permissions_in(self, member: Member, channel: Channel) -> int:
-        """Channel-level permissions, overwrites applied the way Discord does."""
+        """Channel-level permissions, overwrites applied the way Discord does. A thread has
+        its parent's; a private thread is seen only by its members and those who may manage
+        threads."""
+        if channel.is_thread:
+            parent = next(c for c in self.channels if c.id == channel.parent_id)
+            perms = self.permissions_in(member, parent)
+            private = channel.type == PRIVATE_THREAD
+            if (private and member.id not in channel.thread_members
+                    and not perms & Perm.MANAGE_THREADS):
+                perms &= ~Perm.VIEW_CHANNEL
+            return perms
         perms = self.base_permissions(member)
         if perms == ALL_PERMISSIONS:
             return perms
@@ -389,7 +434,7 @@ class Guild:
                     "member_count": len(self.members),
                     "members": [self.member_payload(m) for m in self.members],
                     "channels": [c.to_dict() for c in self.channels],
-                    "threads": [],
+                    "threads": [t.to_dict() for t in self.threads],
                     "voice_states": [],
                     "presences": [],
                     "stage_instances": [],

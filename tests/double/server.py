@@ -46,6 +46,8 @@ from .models import (
     FLAG_COMPONENTS_V2,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
+    PRIVATE_THREAD,
+    PUBLIC_THREAD,
     SELECT_TYPES,
     ApiError,
     Attachment,
@@ -409,11 +411,26 @@ class DiscordDouble:
         self._bump()
 
     async def add_channel(
-        self, name: str, *, guild: Guild | None = None, nsfw: bool = False
+        self,
+        name: str,
+        *,
+        guild: Guild | None = None,
+        nsfw: bool = False,
+        viewers: Iterable[Member | Role] | None = None,
     ) -> Channel:
-        """A new text channel in ``guild`` (default: :attr:`guild`); the bot gets CHANNEL_CREATE."""
+        """A new text channel in ``guild`` (default: :attr:`guild`); the bot gets CHANNEL_CREATE.
+
+        With ``viewers`` it is private, as Discord's "Private Channel" switch makes it:
+        @everyone is denied VIEW_CHANNEL and only these members or roles, and the bot, are
+        allowed it.
+        """
         guild = guild or self.guild
         channel = self._add_channel(guild, next_snowflake(), name, nsfw=nsfw)
+        if viewers is not None:
+            view = int(Perm.VIEW_CHANNEL)
+            channel.overwrites[guild.id] = (0, view, 0)
+            for target in (*viewers, self.bot_user):
+                channel.overwrites[target.id] = (view, 0, 1 if isinstance(target, Member) else 0)
         await self.gateway.dispatch("CHANNEL_CREATE", channel.to_dict(), required=False)
         self._bump()
         return channel
@@ -544,6 +561,50 @@ class DiscordDouble:
              "permissions": str(g.base_permissions(grant.user)), "features": []}
             for g in guilds[:limit]
         ])
+
+    async def add_thread(
+        self,
+        parent: Channel,
+        name: str,
+        *,
+        owner: Member | None = None,
+        private: bool = False,
+        members: Iterable[Member] = (),
+    ) -> Channel:
+        """A thread of the text channel ``parent`` started by ``owner`` (default
+        :attr:`alice`); the bot gets THREAD_CREATE. A private thread is seen by its
+        ``members`` (the owner and the bot among them) and those who may manage threads."""
+        guild = self.guild_of(parent)
+        assert guild is not None and not parent.is_thread, "threads start in guild channels"
+        owner = owner or self.alice
+        thread = Channel(
+            id=next_snowflake(),
+            name=name,
+            type=PRIVATE_THREAD if private else PUBLIC_THREAD,
+            guild_id=guild.id,
+            nsfw=parent.nsfw,
+            parent_id=parent.id,
+            owner_id=owner.id,
+            thread_members={owner.id, self.bot_user.id, *(m.id for m in members)},
+        )
+        guild.threads.append(thread)
+        self.channels[thread.id] = thread
+        payload = {**thread.to_dict(), "newly_created": True}
+        await self.gateway.dispatch("THREAD_CREATE", payload, required=False)
+        self._bump()
+        return thread
+
+    async def delete_channel(self, channel: Channel) -> None:
+        """Delete a guild channel with its messages; the bot gets CHANNEL_DELETE."""
+        guild = self.guild_of(channel)
+        assert guild is not None, "only guild channels can be deleted"
+        guild.channels.remove(channel)
+        del self.channels[channel.id]
+        for message in self._messages.values():
+            if message.channel_id == channel.id:
+                message.deleted = True
+        await self.gateway.dispatch("CHANNEL_DELETE", channel.to_dict(), required=False)
+        self._bump()
 
     def _channel(self, channel: Channel | int) -> Channel:
         if isinstance(channel, Channel):
@@ -1190,6 +1251,10 @@ class DiscordDouble:
         guild = self.guild_of(channel)
         if guild is not None and not guild.has_member(user):
             raise ValueError(f"{user!r} is not a member of {guild!r}")
+        if guild is not None and not guild.permissions_in(user, channel) & Perm.VIEW_CHANNEL:
+            # Discord shows a member nothing of a channel they cannot view, so nothing there
+            # can be used by them.
+            raise ValueError(f"{user!r} cannot view {channel!r}")
         if guild is None and channel.recipient is not user:
             raise ValueError(f"{user!r} cannot use {channel!r}, a DM with {channel.recipient!r}")
         interaction_id = next_snowflake()

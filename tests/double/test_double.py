@@ -629,3 +629,52 @@ async def test_a_held_request_waits_until_released(bot_and_double) -> None:
     held.release()
     await h.original()
     assert h.acknowledged
+
+
+async def test_private_channels_are_created_seen_and_deleted(bot_and_double) -> None:
+    bot, double = bot_and_double
+    staff = await double.add_channel("staff", viewers=[double.alice])
+    cached = await double.wait_for(lambda: bot.get_channel(staff.id))
+    guild = cached.guild
+    assert isinstance(cached, discord.TextChannel) and cached.name == "staff"
+    assert not cached.permissions_for(guild.default_role).view_channel
+    assert cached.overwrites_for(discord.Object(double.alice.id)).view_channel is True
+    assert cached.overwrites_for(discord.Object(double.bot_user.id)).view_channel is True
+
+    # Discord offers nothing of a channel to a member who cannot view it.
+    with pytest.raises(ValueError, match="cannot view"):
+        await double.slash("secret", user=double.bob, channel=staff)
+    answered = await double.slash("secret", user=double.alice, channel=staff)
+    assert (await answered.original()).content == "only for you"
+    member = answered.payload["member"]
+    assert int(member["permissions"]) & discord.Permissions(view_channel=True).value
+
+    nsfw = await double.add_channel("after-dark", nsfw=True)
+    assert (await double.wait_for(lambda: bot.get_channel(nsfw.id))).is_nsfw()
+
+    await double.delete_channel(staff)
+    await double.wait_for(lambda: bot.get_channel(staff.id) is None)
+    assert staff.id not in double.channels
+    assert double.server_errors == []
+
+
+async def test_threads_follow_their_parent_channel(bot_and_double) -> None:
+    bot, double = bot_and_double
+    ideas = await double.add_thread(double.channel, "ideas")
+    guild = bot.get_guild(double.guild.id)
+    cached = await double.wait_for(lambda: guild.get_thread(ideas.id))
+    assert isinstance(cached, discord.Thread) and cached.parent_id == double.channel.id
+    assert cached.permissions_for(guild.default_role).view_channel
+    answered = await double.slash("secret", user=double.bob, channel=ideas)
+    assert (await answered.original()).channel_id == ideas.id
+
+    plans = await double.add_thread(double.channel, "plans", private=True)
+    cached = await double.wait_for(lambda: guild.get_thread(plans.id))
+    assert cached.type is discord.ChannelType.private_thread
+    # Its members and those who may manage threads see it; nobody else.
+    with pytest.raises(ValueError, match="cannot view"):
+        await double.slash("secret", user=double.bob, channel=plans)
+    for user in (double.alice, double.owner):
+        answered = await double.slash("secret", user=user, channel=plans)
+        assert (await answered.original()).content == "only for you"
+    assert double.server_errors == []

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bot.imaging import encode_png
 from storage import ImageRecord, JobRecord
-from tests.double import Member, Message
+from tests.double import Channel, Member, Message
 from tests.e2e.conftest import Atelier, button, finished, image_size, job_id_of, pixels, rows
 from tests.storage.factories import make_job
 
@@ -38,17 +38,20 @@ def colour(n: int) -> tuple[int, int, int]:
 
 async def seed_job(atelier: Atelier, prompt: str, n: int = 0, *, user: Member | None = None,
                    dm: bool = False, other_guild: bool = False, count: int = 4,
-                   age: float = 0.0, flagged: bool = False, **fields: Any) -> JobRecord:
+                   age: float = 0.0, flagged: bool = False, checkered: bool = False,
+                   channel: Channel | None = None, **fields: Any) -> JobRecord:
     """A finished job written straight to the database and the image store (much faster than
-    generating it): image 1 is a solid `colour(n)`, the others solid colours of their own;
-    `flagged` marks image 1 as flagged by the safety checker and makes it a checkerboard."""
+    generating it), made in #general (or `channel`): image 1 is a solid `colour(n)`, the
+    others solid colours of their own; `checkered` makes image 1 a checkerboard, `flagged`
+    also marks it as flagged by the safety checker. A job in an NSFW channel says so."""
 
     bot = atelier.bot
     assert bot is not None
     double = atelier.double
     user = user or (double.eve if other_guild else double.alice)
-    channel = (double.dm_channel(user) if dm
-               else double.other_channel if other_guild else double.channel)
+    channel = channel or (double.dm_channel(user) if dm
+                          else double.other_channel if other_guild else double.channel)
+    fields.setdefault("nsfw_allowed", channel.nsfw)
     job = await bot.repo.insert_job(make_job(
         guild_id=None if dm else channel.guild_id, channel_id=channel.id, user_id=user.id,
         prompt=prompt, count=count, created_at=time.time() - age, **fields))
@@ -60,7 +63,7 @@ async def seed_job(atelier: Atelier, prompt: str, n: int = 0, *, user: Member | 
             fill = colour(n) if index == 0 else colour(1000 + 7 * n + index)
             picture = Image.new("RGB", (128, 128), fill)
             nsfw = flagged and index == 0
-            if nsfw:
+            if (flagged or checkered) and index == 0:
                 picture = Image.fromarray(CHECKERBOARD)
             stored = bot.store.put(encode_png(picture))
             records.append(ImageRecord(job.id, index, job.seed + index, stored.path,

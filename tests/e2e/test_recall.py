@@ -68,7 +68,7 @@ async def test_a_single_picture_is_posted_alone(atelier: Atelier) -> None:
 async def test_flagged_pictures_are_veiled_where_the_channel_is_not_nsfw(
         atelier: Atelier) -> None:
     double = atelier.double
-    job = await seed_job(atelier, "flagged", 1, flagged=True, nsfw_allowed=True)
+    job = await seed_job(atelier, "flagged", 1, flagged=True)  # made in #general
 
     veiled = await posted(await recall(atelier, job.id))
     assert veiled.attachments[0].filename == f"SPOILER_atelier_{job.id}.png"

@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from storage import ImageRecord, JobStatus, Repository, Scope, UserSettings, open_database
+from storage import (
+    ImageRecord,
+    JobRecord,
+    JobStatus,
+    Repository,
+    Scope,
+    UserSettings,
+    open_database,
+)
 from storage.database import migrate, migrations
 from tests.storage.factories import make_job
 
-GUILD = Scope(guild_id=1, user_id=10)
+GUILD = Scope(guild_id=1, user_id=10, channel_ids=frozenset({100}))  # make_job's channel
 OTHER_GUILD = Scope(guild_id=2, user_id=10)
 DM = Scope(guild_id=None, user_id=10)
 OTHER_DM = Scope(guild_id=None, user_id=11)
@@ -113,7 +121,7 @@ async def test_child_jobs_link_to_their_parent(repo: Repository) -> None:
     parent = await _done(repo)
     child = await repo.insert_job(make_job(kind="variation", parent_job=parent.id, parent_index=2))
     assert child is not None
-    assert [job.id for job in await repo.children(parent.id)] == [child.id]
+    assert [job.id for job in await repo.children(parent.id, GUILD)] == [child.id]
     with pytest.raises(sqlite3.IntegrityError):
         await repo.insert_job(make_job(kind="upscale", parent_job="nosuchjb", parent_index=0))
     with pytest.raises(sqlite3.IntegrityError):
@@ -125,7 +133,8 @@ async def test_job_in_scope(repo: Repository) -> None:
     dm_job = await repo.insert_job(make_job(guild_id=None, user_id=10))
     assert guild_job is not None and dm_job is not None
     assert await repo.job_in_scope(guild_job.id, GUILD) == guild_job
-    assert await repo.job_in_scope(guild_job.id, Scope(1, 99)) == guild_job  # anyone in server
+    # anyone in the server who can view its channel
+    assert await repo.job_in_scope(guild_job.id, Scope(1, 99, frozenset({100}))) == guild_job
     assert await repo.job_in_scope(guild_job.id, OTHER_GUILD) is None
     assert await repo.job_in_scope(guild_job.id, DM) is None
     assert await repo.job_in_scope(dm_job.id, DM) == dm_job
@@ -134,6 +143,48 @@ async def test_job_in_scope(repo: Repository) -> None:
     assert await repo.job_in_scope("missing1", GUILD) is None
     assert guild_job.visible_to(GUILD) and not guild_job.visible_to(OTHER_GUILD)
     assert dm_job.visible_to(DM) and not dm_job.visible_to(OTHER_DM)
+
+
+async def test_jobs_of_channels_one_cannot_view_are_shown_to_their_author_alone(
+        repo: Repository) -> None:
+    general, staff = 100, 200
+    public = await _done(repo, "a red fox in the open", user_id=10, channel_id=general)
+    hidden = await _done(repo, "a red fox of the staff", user_id=10, channel_id=staff)
+    own = await _done(repo, "a red fox of bob's", user_id=11, channel_id=staff)
+    await repo.set_message(hidden.id, 555)
+    child = await repo.insert_job(make_job(kind="variation", parent_job=public.id,
+                                           parent_index=1, channel_id=staff))
+    assert child is not None
+    alice = Scope(1, 10, frozenset({general, staff}))
+    bob = Scope(1, 11, frozenset({general}))  # #staff is hidden from him, his own job is not
+    nobody = Scope(1, 12)  # sees no channel: only their own jobs, of which there are none
+
+    def found(job: JobRecord | None) -> str | None:
+        return job.id if job is not None else None
+
+    assert found(await repo.job_in_scope(hidden.id, alice)) == hidden.id
+    assert found(await repo.job_in_scope(hidden.id, bob)) is None
+    assert found(await repo.job_in_scope(own.id, bob)) == own.id
+    assert found(await repo.job_in_scope(public.id, nobody)) is None
+    assert found(await repo.job_for_message(555, alice)) == hidden.id
+    assert found(await repo.job_for_message(555, bob)) is None
+    assert [job.id for job in await repo.children(public.id, alice)] == [child.id]
+    assert await repo.children(public.id, bob) == []
+
+    page, total = await repo.history(alice)
+    assert [job.id for job in page] == [own.id, hidden.id, public.id] and total == 3
+    page, total = await repo.history(bob)
+    assert [job.id for job in page] == [own.id, public.id] and total == 2
+    assert (await repo.history(bob, search="staff"))[1] == 0
+    assert (await repo.history(bob, user_id=10))[1] == 1
+    assert await repo.history(nobody) == ([], 0)
+    for typed in ("", "red fox", "staff", hidden.id[:4], hidden.id):
+        assert hidden.id not in {job.id for job in await repo.search_prompts(bob, typed)}, typed
+    assert {job.id for job in await repo.search_prompts(bob, "red fox")} == {public.id, own.id}
+    assert (await repo.search_prompts(alice, hidden.id[:5]))[0].id == hidden.id
+
+    assert hidden.visible_to(alice) and not hidden.visible_to(bob) and own.visible_to(bob)
+    assert not public.visible_to(nobody)
 
 
 async def test_queue_limit_per_user(repo: Repository) -> None:
