@@ -43,6 +43,7 @@ class Settings:
     executor: str = "local"
     ray_address: str = ""
     ray_workers: int | None = None
+    engine_start_timeout: float = 600.0  # seconds jobs wait for an engine that cannot start
     log_level: str = "INFO"
     rate_limit_per_minute: int = 10
     blocked_words: tuple[str, ...] = ()
@@ -81,6 +82,13 @@ def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):  # also false for nan
         raise ValueError(raw)
     return value
 
@@ -184,6 +192,8 @@ def load_settings(
         executor=_parse(env, "EXECUTOR", "local", _choice(EXECUTORS), "local or ray"),
         ray_address=_text(env, "RAY_ADDRESS", ""),
         ray_workers=_parse(env, "RAY_WORKERS", None, _positive_int, "a whole number ≥ 1"),
+        engine_start_timeout=_parse(env, "ENGINE_START_TIMEOUT", 600.0, _seconds,
+                                    "a number of seconds ≥ 0"),
         log_level=_parse(env, "LOG_LEVEL", "INFO", lambda r: _choice(LOG_LEVELS)(r.upper()),
                          "one of " + ", ".join(LOG_LEVELS)),
         rate_limit_per_minute=_parse(env, "RATE_LIMIT_PER_MINUTE", 10, _positive_int,
