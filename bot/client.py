@@ -156,8 +156,10 @@ class AtelierBot(commands.Bot):
             except ImportError:
                 raise ConfigError("EXECUTOR=ray needs Ray: pip install '.[ray]'") from None
             return RayExecutor(config, settings.max_batch, warm_up=warm_up,
-                               address=settings.ray_address, workers=settings.ray_workers)
-        return LocalExecutor(lambda: Worker(config), settings.max_batch, warm_up=warm_up)
+                               address=settings.ray_address, workers=settings.ray_workers,
+                               start_timeout=settings.engine_start_timeout)
+        return LocalExecutor(lambda: Worker(config), settings.max_batch, warm_up=warm_up,
+                             start_timeout=settings.engine_start_timeout)
 
     async def _sync_commands(self) -> None:
         if self.settings.dev_guild_id is not None:

@@ -45,6 +45,7 @@ class Settings:
     executor: str = "local"
     ray_address: str = ""
     ray_workers: int | None = None
+    engine_start_timeout: float = 600.0  # seconds jobs wait for an engine that cannot start
     log_level: str = "INFO"
     rate_limit_per_minute: int = 0  # 0 = no limit
     blocked_words: tuple[str, ...] = ()
@@ -102,6 +103,13 @@ def _positive_int(raw: str) -> int:
 def _count(raw: str) -> int:
     value = int(raw)
     if value < 0:
+        raise ValueError(raw)
+    return value
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):  # also false for nan
         raise ValueError(raw)
     return value
 
@@ -221,6 +229,8 @@ def load_settings(
         executor=_parse(env, "EXECUTOR", "local", _choice(EXECUTORS), "local or ray"),
         ray_address=_text(env, "RAY_ADDRESS", ""),
         ray_workers=_parse(env, "RAY_WORKERS", None, _positive_int, "a whole number ≥ 1"),
+        engine_start_timeout=_parse(env, "ENGINE_START_TIMEOUT", 600.0, _seconds,
+                                    "a number of seconds ≥ 0"),
         log_level=_parse(env, "LOG_LEVEL", "INFO", lambda r: _choice(LOG_LEVELS)(r.upper()),
                          "one of " + ", ".join(LOG_LEVELS)),
         rate_limit_per_minute=_parse(env, "RATE_LIMIT_PER_MINUTE", 0, _count,

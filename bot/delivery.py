@@ -1,14 +1,25 @@
 """Showing a job on Discord: one message edited from placeholder to progress to result.
 
-While the interaction's token is valid (15 minutes) the message is the interaction's own response;
-after that, or if the token is refused, the job is shown in a channel message that mentions its
-author. Progress edits are coalesced to at most one every `PROGRESS_INTERVAL` seconds. Uploads that
+While the interaction's token is valid (15 minutes) that message is the interaction's response.
+After that (or when the token is refused) the job moves to a message of its own in the channel,
+whose id is saved the moment it exists: later updates, and the next process after a restart,
+edit it rather than post again. The message a new one replaces first loses its buttons (it says
+"continued below"), so that no stale `Cancel` stays live even if the process stops right after.
+Placeholders and progress mention nobody; only the final word (a result, a failure) mentions the
+author, and in the channel it is a new message, because Discord notifies people of mentions in
+new messages only. Each post carries a nonce made from the job and the message it replaces, so
+a post repeated after a crash between posting and saving returns the first (Discord remembers
+nonces for a few minutes).
+
+Progress edits are coalesced to at most one every `PROGRESS_INTERVAL` seconds. Uploads that
 fail on Discord's side or stall are tried again with backoff; pictures larger than the
-interaction's upload limit are re-encoded to fit."""
+interaction's upload limit are re-encoded to fit. When Discord refuses for good to show the job
+in its channel (the channel is gone, the bot may not post there), `Undeliverable` says why."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import time
@@ -19,6 +30,7 @@ import aiohttp
 import discord
 
 from bot.imaging import shrink_to
+from bot.render import moved_text
 from storage import JobRecord
 
 if TYPE_CHECKING:
@@ -34,6 +46,7 @@ INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_MESSAGE = 10008
 UNKNOWN_WEBHOOK = 10015
 REQUEST_TOO_LARGE = 40005
+NONCE_LENGTH = 25  # the longest nonce Discord takes
 
 
 @dataclass(frozen=True)
@@ -47,15 +60,23 @@ class Attachment:
 
 @dataclass(frozen=True)
 class Render:
-    """What the job's message should show; attachments replace the message's attachments."""
+    """What the job's message should show; attachments replace the message's attachments.
+
+    `notify`: this is the final word for the author (a result, a failure), so it mentions them;
+    everything else mentions nobody."""
 
     content: str
     attachments: tuple[Attachment, ...] = ()
     view: discord.ui.View | None = None
+    notify: bool = False
 
     @property
     def size(self) -> int:
         return sum(len(attachment.data) for attachment in self.attachments)
+
+
+class Undeliverable(Exception):
+    """Discord refuses for good to show the job in its channel; the message says why."""
 
 
 async def fitted(attachment: Attachment, limit: int) -> Attachment:
@@ -78,10 +99,13 @@ class Delivery:
     def __init__(self, bot: AtelierBot, job: JobRecord) -> None:
         self.bot = bot
         self.job = job
-        self.message_id = job.message_id
         self.limit = job.attachment_limit or DEFAULT_ATTACHMENT_LIMIT
         self._token = job.interaction_token
-        self._channel_message: discord.Message | None = None
+        # A saved job with a token is shown by the interaction's response; without one, by a
+        # message of its own in the channel (if it got that far).
+        self._response_id = job.message_id if job.interaction_token is not None else None
+        self._posted_id = job.message_id if job.interaction_token is None else None
+        self._leftover: int | None = None  # a placeholder the posted result replaces
         self._lock = asyncio.Lock()
         self._pending: Render | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -89,11 +113,12 @@ class Delivery:
         self._finished = False
 
     @property
-    def via_channel(self) -> bool:
-        return self._token is None
+    def message_id(self) -> int | None:
+        """The message that shows the job now."""
+        return self._posted_id if self._posted_id is not None else self._response_id
 
     def _token_usable(self) -> bool:
-        if self._token is None or self.job.application_id is None or self.message_id is None:
+        if self._token is None or self.job.application_id is None or self._response_id is None:
             return False
         return time.time() < self.job.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
 
@@ -117,34 +142,55 @@ class Delivery:
                     return
                 try:
                     await asyncio.wait_for(self._show(render), self.upload_timeout)
-                except (discord.HTTPException, aiohttp.ClientError, OSError,
-                        TimeoutError) as error:
+                except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError,
+                        Undeliverable) as error:
                     # Progress is best effort: the final edit tries again with the latest state.
                     log.warning("could not update job %s: %s", self.job.id, error)
 
     async def finish(self, render: Render) -> int | None:
-        """Show the final state now, trying again on Discord's errors and stalls; returns the
-        id of the message that shows it."""
+        """Show the job's final state now, trying again on Discord's errors and stalls, and
+        record it delivered; returns the id of the message that shows it."""
         self._finished = True
         async with self._lock:
-            render = await self._fit(render, self.limit)
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    return await asyncio.wait_for(self._show(render), self.upload_timeout)
-                except discord.HTTPException as error:
-                    if error.code == REQUEST_TOO_LARGE or error.status == 413:
-                        render = await self._fit(render, render.size // 2)
-                    elif error.status < 500 and error.status != 429:
-                        raise
-                    last: BaseException = error
-                except (aiohttp.ClientError, OSError, TimeoutError) as error:
-                    last = error
-                if attempt < self.attempts:
-                    delay = self.backoff * 2 ** (attempt - 1)
-                    log.warning("showing job %s failed (%s); trying again in %.0f s",
-                                self.job.id, last, delay)
-                    await asyncio.sleep(delay)
-            raise last
+            message_id = await self._show_retrying(render)
+            await self._delivered(message_id)
+            return message_id
+
+    async def pause(self, render: Render) -> None:
+        """Show `render` now and stop updating: the job waits for the next process."""
+        self._finished = True
+        async with self._lock:
+            await self._show_retrying(render)
+
+    async def _delivered(self, message_id: int | None) -> None:
+        await self.bot.repo.set_delivered(self.job.id, message_id)
+        if self._leftover is not None:
+            leftover, self._leftover = self._leftover, None
+            try:
+                await self._channel().get_partial_message(leftover).delete()
+            except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
+                log.info("job %s: could not delete its placeholder %s: %s", self.job.id,
+                         leftover, error)
+
+    async def _show_retrying(self, render: Render) -> int | None:
+        render = await self._fit(render, self.limit)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await asyncio.wait_for(self._show(render), self.upload_timeout)
+            except discord.HTTPException as error:
+                if error.code == REQUEST_TOO_LARGE or error.status == 413:
+                    render = await self._fit(render, render.size // 2)
+                elif error.status < 500 and error.status != 429:
+                    raise
+                last: BaseException = error
+            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                last = error
+            if attempt < self.attempts:
+                delay = self.backoff * 2 ** (attempt - 1)
+                log.warning("showing job %s failed (%s); trying again in %.0f s",
+                            self.job.id, last, delay)
+                await asyncio.sleep(delay)
+        raise last
 
     async def _fit(self, render: Render, limit: int) -> Render:
         """Re-encode pictures (WebP at falling qualities, then smaller) until they fit `limit`."""
@@ -162,46 +208,99 @@ class Delivery:
             except discord.HTTPException as error:
                 if not _token_gone(error):
                     raise
-                log.info("job %s: interaction token no longer valid; posting in the channel",
+                log.info("job %s: interaction token no longer valid; showing it in the channel",
                          self.job.id)
         self._token = None
         return await self._show_in_channel(render)
 
     async def _edit_response(self, render: Render) -> int:
         assert self.job.application_id is not None and self._token is not None
-        assert self.message_id is not None
+        assert self._response_id is not None
         webhook = discord.Webhook.partial(self.job.application_id, self._token, client=self.bot)
         await webhook.edit_message(
-            self.message_id,
+            self._response_id,
             content=render.content,
             attachments=[a.file() for a in render.attachments],
             view=render.view,
-            allowed_mentions=discord.AllowedMentions(users=[discord.Object(self.job.user_id)]),
+            allowed_mentions=self._mentions(render),
         )
-        return self.message_id
+        return self._response_id
 
     async def _show_in_channel(self, render: Render) -> int:
-        mentions = discord.AllowedMentions(users=[discord.Object(self.job.user_id)])
-        if self._channel_message is not None:
-            message = await self._channel_message.edit(
-                content=render.content,
-                attachments=[a.file() for a in render.attachments],
-                view=render.view,
-                allowed_mentions=mentions,
-            )
+        """Edit the job's own channel message, or post one: a first placeholder, or the final
+        word (a new message, so that its mention notifies the author)."""
+        posted = self._posted_id
+        if posted is not None and not render.notify:
+            try:
+                await self._edit_in_channel(posted, render)
+                return posted
+            except Undeliverable as refusal:
+                if not isinstance(refusal.__cause__, discord.NotFound) \
+                        or refusal.__cause__.code != UNKNOWN_MESSAGE:
+                    raise
+                log.info("job %s: its message %s was deleted; posting a new one", self.job.id,
+                         posted)
+        if self._response_id is not None:
+            # Before the new message exists: should this process stop in between, the next
+            # one does this again, and no stale `Cancel` is left behind either way.
+            await self._retire(self._response_id)
+        message = await self._post(render, replaces=self.message_id)
+        if render.notify:
+            self._leftover = posted  # deleted once the result is recorded
         else:
-            channel = self.bot.get_partial_messageable(self.job.channel_id,
-                                                       guild_id=self.job.guild_id)
-            message = await channel.send(
+            await self.bot.repo.set_channel_message(self.job.id, message.id)
+        self._posted_id, self._response_id = message.id, None
+        return message.id
+
+    def _channel(self) -> discord.PartialMessageable:
+        return self.bot.get_partial_messageable(self.job.channel_id, guild_id=self.job.guild_id)
+
+    def _mentions(self, render: Render) -> discord.AllowedMentions:
+        if render.notify:
+            return discord.AllowedMentions(users=[discord.Object(self.job.user_id)])
+        return discord.AllowedMentions.none()
+
+    async def _post(self, render: Render, replaces: int | None) -> discord.Message:
+        # The same job replacing the same message posts with the same nonce: Discord answers a
+        # repeat with the message it already made.
+        nonce = hashlib.sha256(f"{self.job.id}:{render.notify}:{replaces}".encode())
+        try:
+            return await self._channel().send(
                 content=render.content,
                 files=[a.file() for a in render.attachments],
                 view=render.view or discord.utils.MISSING,
-                allowed_mentions=mentions,
+                allowed_mentions=self._mentions(render),
+                nonce=nonce.hexdigest()[:NONCE_LENGTH],
             )
-        self._channel_message = message
-        return message.id
+        except (discord.Forbidden, discord.NotFound) as error:
+            raise Undeliverable(_refusal(error)) from error
+
+    async def _edit_in_channel(self, message_id: int, render: Render) -> None:
+        try:
+            await self._channel().get_partial_message(message_id).edit(
+                content=render.content,
+                attachments=[a.file() for a in render.attachments],
+                view=render.view,
+                allowed_mentions=self._mentions(render),
+            )
+        except (discord.Forbidden, discord.NotFound) as error:
+            raise Undeliverable(_refusal(error)) from error
+
+    async def _retire(self, message_id: int) -> None:
+        """Leave an earlier message of the job saying it continues below, without buttons."""
+        try:
+            await self._edit_in_channel(message_id, Render(moved_text(self.job)))
+        except (Undeliverable, discord.HTTPException, aiohttp.ClientError, OSError,
+                TimeoutError) as error:
+            log.info("job %s: could not clear its earlier message %s: %s", self.job.id,
+                     message_id, error)
 
 
 def _token_gone(error: discord.HTTPException) -> bool:
     return error.status == 401 or error.code in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK,
                                                  UNKNOWN_MESSAGE)
+
+
+def _refusal(error: discord.HTTPException) -> str:
+    """Discord's refusal in a few words: `404 Unknown Channel (10003)`."""
+    return f"{error.status} {error.text or error.response.reason} ({error.code})"

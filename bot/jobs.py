@@ -14,7 +14,7 @@ import discord
 from bot import render
 from bot.access import nsfw_allowed
 from bot.blocked import blocked_word
-from bot.delivery import Attachment, Delivery, Render
+from bot.delivery import Attachment, Delivery, Render, Undeliverable
 from bot.engine.executor import ExecutorClosed
 from bot.engine.samplers import sampler
 from bot.engine.types import (
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from bot.client import AtelierBot
 
 log = logging.getLogger(__name__)
+
+# Tries at showing a finished job's result (one per run of the bot that had it) before Atelier
+# stops trying; a permanent refusal (the channel is gone) stops it at once.
+MAX_DELIVERY_ATTEMPTS = 10
 
 
 class JobRefused(Exception):
@@ -146,6 +150,8 @@ class JobService:
             finished_at=None,
             delivered_at=None,
             deleted_at=None,
+            delivery_attempts=0,
+            delivery_error=None,
             **self.origin(interaction),
         )
 
@@ -231,14 +237,18 @@ class JobService:
             task.cancel()
         current = await self.bot.repo.job(job.id) or job
         await Delivery(self.bot, current).finish(Render(render.cancelled_text(current)))
-        await self.bot.repo.set_delivered(job.id, None)
         return True
 
     async def recover(self) -> int:
         """Run again the jobs a previous process left unfinished (same seeds)."""
         jobs = await self.bot.repo.unfinished_jobs()
         for job in jobs:
-            if job.status is JobStatus.DONE:
+            if job.status is JobStatus.DONE and job.delivery_attempts >= MAX_DELIVERY_ATTEMPTS:
+                log.warning("job %s: not delivered after %d attempts; no more tries", job.id,
+                            job.delivery_attempts)
+                await self.bot.repo.give_up_delivery(
+                    job.id, f"not delivered after {job.delivery_attempts} attempts")
+            elif job.status is JobStatus.DONE:
                 log.info("delivering job %s, finished before the restart", job.id)
                 self._track(job.id, self._deliver_stored(job))
             else:
@@ -286,12 +296,16 @@ class JobService:
             await self._generate_and_deliver(job, delivery)
         except asyncio.CancelledError:
             raise
+        except Undeliverable as refusal:
+            log.warning("job %s: Discord refuses to show it: %s", job.id, refusal)
         except Exception:
             # A job that made its pictures stays done, undelivered: the next start delivers it
             # (and /recall shows it). Only a job that never got that far fails.
             log.exception("job %s: could not finish or show it", job.id)
-            if await self.bot.repo.finish_job(job.id, JobStatus.FAILED, "internal error"):
-                await _quietly(delivery.finish(Render(render.failed_text(job, "internal error"))))
+            reason = render.INTERNAL_ERROR
+            if await self.bot.repo.finish_job(job.id, JobStatus.FAILED, reason):
+                await _quietly(delivery.finish(Render(render.failed_text(job, reason),
+                                                      notify=True)))
 
     async def _generate_and_deliver(self, job: JobRecord, delivery: Delivery) -> None:
         marked_running = False
@@ -300,8 +314,9 @@ class JobService:
         def on_progress(progress: Progress) -> None:
             nonlocal marked_running, preview
             if progress.state == "queued":
-                delivery.update(Render(render.queued_text(job, progress.position),
-                                       view=cancel_view(job.id)))
+                delivery.update(Render(
+                    render.queued_text(job, progress.position, progress.engine_retrying),
+                    view=cancel_view(job.id)))
                 return
             if not marked_running:
                 marked_running = True
@@ -319,18 +334,18 @@ class JobService:
             result = await self.bot.executor.submit(request, on_progress)
         except ExecutorClosed:
             # Still queued in the database: the next start runs it.
-            await _quietly(delivery.finish(Render(render.restarting_text(job),
-                                                  view=cancel_view(job.id))))
+            await _quietly(delivery.pause(Render(render.restarting_text(job),
+                                                 view=cancel_view(job.id))))
             return
         except JobCancelled:
             if await self.bot.repo.finish_job(job.id, JobStatus.CANCELLED):
-                await self.bot.repo.set_delivered(
-                    job.id, await delivery.finish(Render(render.cancelled_text(job))))
+                await delivery.finish(Render(render.cancelled_text(job)))
             return
         except EngineError as error:
-            if await self.bot.repo.finish_job(job.id, JobStatus.FAILED, str(error)):
-                await self.bot.repo.set_delivered(
-                    job.id, await delivery.finish(Render(render.failed_text(job, str(error)))))
+            # Its message is written for users (anything else is an internal error, above).
+            reason = render.shorten(str(error), render.REASON_MAX)
+            if await self.bot.repo.finish_job(job.id, JobStatus.FAILED, reason):
+                await delivery.finish(Render(render.failed_text(job, reason), notify=True))
             return
 
         records = await self._store(job, result)
@@ -339,9 +354,16 @@ class JobService:
 
     async def _deliver_result(self, job: JobRecord, images: list[ImageRecord],
                               delivery: Delivery, prompt_chunks: int = 1) -> None:
+        """Show a finished job's result, counting the try; a job Discord refuses to show for
+        good (its channel is gone, the bot may not post there) is not tried again."""
         render_ = await self.result_render(job, images, prompt_chunks)
-        message_id = await delivery.finish(render_)
-        await self.bot.repo.set_delivered(job.id, message_id)
+        attempt = await self.bot.repo.count_delivery_attempt(job.id)
+        try:
+            await delivery.finish(render_)
+        except Undeliverable as refusal:
+            log.warning("job %s: Discord refuses to show its result (try %d): %s; no more "
+                        "tries", job.id, attempt, refusal)
+            await self.bot.repo.give_up_delivery(job.id, str(refusal))
 
     async def _deliver_stored(self, job: JobRecord) -> None:
         """Deliver a job whose images were stored but never shown (the process stopped)."""
@@ -378,7 +400,8 @@ class JobService:
         if hidden:
             filename = "SPOILER_" + filename
         return Render(render.result_text(job, hidden, prompt_chunks),
-                      (Attachment(filename, grid),), result_view(job.id, len(images)))
+                      (Attachment(filename, grid),), result_view(job.id, len(images)),
+                      notify=True)
 
     async def _store(self, job: JobRecord, result: GenerationResult) -> list[ImageRecord]:
         """Write the files, then the rows: the images are safe before anything is uploaded."""

@@ -15,23 +15,46 @@ def seeds_text(seeds: Sequence[int]) -> str:
     return f"seeds {seeds[0]}–{seeds[-1]}"
 
 
-# Room for the prompt in a message of at most 2000 characters, with the rest of the line and
-# a note under it.
+MESSAGE_MAX = 2000  # Discord's limit on a message's text
+# Room for the prompt in a message, with the rest of the line and a note under it.
 SHOWN_PROMPT_MAX = 1500
+REASON_MAX = 300  # a failure's reason is cut beyond this (it should be a short sentence)
+# Why a job failed when the cause is a bug or a fault, not something its author can change; the
+# detail goes to the log, never to the channel.
+INTERNAL_ERROR = "something went wrong on our side"
+
+# What a waiting job's message adds while no image worker could start yet and the engine is
+# trying again.
+ENGINE_RETRYING = " · the image engine is starting (retrying)"
 
 
-def headline(job: JobRecord, user_id: int | None = None) -> str:
-    """`**<prompt>** — <@author>`"""
+def shorten(text: str, limit: int) -> str:
+    """`text` on one line, cut with `…` to at most `limit` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
+
+
+def headline(job: JobRecord, user_id: int | None = None, room: int = SHOWN_PROMPT_MAX) -> str:
+    """`**<prompt>** — <@author>`, the prompt shown in at most `room` characters."""
     prompt = discord.utils.escape_mentions(discord.utils.escape_markdown(job.prompt))
-    if len(prompt) > SHOWN_PROMPT_MAX:  # escaping can double a prompt full of `_` or `*`
-        prompt = prompt[:SHOWN_PROMPT_MAX].rstrip("\\") + "…"
+    room = max(1, min(room, SHOWN_PROMPT_MAX))
+    if len(prompt) > room:  # escaping can double a prompt full of `_` or `*`
+        prompt = prompt[:room - 1].rstrip("\\") + "…"
     return f"**{prompt}** — <@{user_id if user_id is not None else job.user_id}>"
+
+
+def with_headline(job: JobRecord, rest: str, user_id: int | None = None) -> str:
+    """The headline followed by `rest`, its prompt shortened so that the whole fits one
+    message."""
+    author = user_id if user_id is not None else job.user_id
+    frame = len(f"**** — <@{author}>") + len(rest)
+    return headline(job, user_id, MESSAGE_MAX - frame) + rest
 
 
 def result_text(job: JobRecord, hidden: Sequence[int] = (), prompt_chunks: int = 1) -> str:
     """`**<prompt>** — <@author> · seeds 42–45 · job `k3f9x2ab``, with notes below it when the
     prompt was long or the safety checker veiled some of the pictures."""
-    text = f"{headline(job)} · {seeds_text(job.seeds)} · job `{job.id}`"
+    text = f" · {seeds_text(job.seeds)} · job `{job.id}`"
     if prompt_chunks > 1:
         text += (f"\n-# long prompt: encoded in {prompt_chunks} chunks of 75 tokens, none of it "
                  "cut off")
@@ -39,33 +62,42 @@ def result_text(job: JobRecord, hidden: Sequence[int] = (), prompt_chunks: int =
         numbers = ", ".join(str(n) for n in hidden)
         text += (f"\n-# image{'s' if len(hidden) > 1 else ''} {numbers} veiled by the safety "
                  "checker: this channel is not marked NSFW")
-    return text
+    return with_headline(job, text)
 
 
 def single_image_text(job: JobRecord, index: int, user_id: int) -> str:
     """The line of a `U<n>` message: image n of a job, for whoever asked for it."""
     seed = job.seeds[index - 1]
-    return f"{headline(job, user_id)} · {seeds_text([seed])} · job `{job.id}` · image {index}"
+    return with_headline(job, f" · {seeds_text([seed])} · job `{job.id}` · image {index}",
+                         user_id)
 
 
-def queued_text(job: JobRecord, position: int) -> str:
-    return f"{headline(job)}\nQueued — position {position}"
+def queued_text(job: JobRecord, position: int, engine_retrying: bool = False) -> str:
+    """`Queued — position 2`, and that the image engine is starting while it tries again."""
+    note = ENGINE_RETRYING if engine_retrying else ""
+    return with_headline(job, f"\nQueued — position {position}{note}")
 
 
 def restarting_text(job: JobRecord) -> str:
-    return f"{headline(job)}\nQueued — Atelier is restarting; this job runs when it is back"
+    return with_headline(job, "\nQueued — Atelier is restarting; this job runs when it is back")
 
 
 def progress_text(job: JobRecord, step: int, total: int) -> str:
-    return f"{headline(job)}\nstep {step}/{total}"
+    return with_headline(job, f"\nstep {step}/{total}")
 
 
 def cancelled_text(job: JobRecord) -> str:
-    return f"{headline(job)}\nCancelled"
+    return with_headline(job, "\nCancelled")
 
 
 def failed_text(job: JobRecord, reason: str) -> str:
-    return f"{headline(job)}\nFailed — {reason} · job `{job.id}`"
+    """`Failed — <reason> · job `k3f9x2ab``; a long reason is cut (the log has it whole)."""
+    return with_headline(job, f"\nFailed — {shorten(reason, REASON_MAX)} · job `{job.id}`")
+
+
+def moved_text(job: JobRecord) -> str:
+    """What a job's earlier message says once a newer one, below it, shows the job."""
+    return with_headline(job, "\n-# continued in a new message below")
 
 
 def no_job_text(job_id: str) -> str:

@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.access import scope_of
+from bot.engine.executor import EngineState
 from bot.engine.worker import resolve_device, resolve_dtype
 from storage import JobRecord, JobStatus, Scope
 
@@ -22,6 +23,12 @@ Interaction = discord.Interaction["AtelierBot"]
 
 FIELD_MAX = 1024  # Discord's limit on an embed field's value
 PROMPT_PREVIEW = 60
+
+# What the Workers field says of an engine that no worker serves.
+ENGINE_NOTES = {
+    EngineState.RETRYING: "the image engine is starting (retrying after a failure)",
+    EngineState.UNABLE: "the image engine is not running; the bot's log says why",
+}
 
 
 def duration_text(seconds: float) -> str:
@@ -90,12 +97,14 @@ class Info(commands.Cog):
         return f"{device} · {str(dtype).removeprefix('torch.')}"
 
     def workers_text(self) -> str:
-        """How many workers serve the queue, then each: where, on what, holding what, state."""
+        """How many workers serve the queue (and why none does), then each: where, on what,
+        holding what, state."""
         workers = self.bot.executor.workers()
+        note = ENGINE_NOTES.get(self.bot.executor.engine_state())
         if not workers:
-            return "starting…"
+            return note or "starting…"
         alive = sum(w.alive for w in workers)
-        lines = [f"{alive} of {len(workers)} up"]
+        lines = [f"{alive} of {len(workers)} up" + (f" · {note}" if note else "")]
         for w in workers:
             models = ", ".join(w.models) or "no model loaded"
             jobs = f"{w.jobs_done} job{'s' if w.jobs_done != 1 else ''}"

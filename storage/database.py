@@ -25,10 +25,8 @@ def migrations() -> list[tuple[int, str, str]]:
             found.append((int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
     versions = [version for version, _, _ in found]
-    # Numbers are handed out ahead to work that is merged in any order, so one may be missing
-    # for a while; two files with one number would apply only one of them.
-    if len(set(versions)) != len(versions):
-        raise RuntimeError(f"two migrations share a number, found {versions}")
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
     return found
 
 

@@ -74,6 +74,8 @@ class JobRecord:
     finished_at: float | None = None
     delivered_at: float | None = None
     deleted_at: float | None = None
+    delivery_attempts: int = 0  # times showing the finished job's result was tried
+    delivery_error: str | None = None  # why Atelier stopped trying to show it
 
     @property
     def seeds(self) -> list[int]:

@@ -177,11 +177,12 @@ class Repository:
         return int(row[0]) if row else 0
 
     async def unfinished_jobs(self) -> list[JobRecord]:
-        """Jobs a stopped process left queued, running, or done but not yet delivered; oldest
-        first."""
+        """Jobs a stopped process left queued, running, or done but not yet delivered (and not
+        given up on); oldest first."""
         async with self.db.execute(
             f"{_JOB_SELECT} WHERE status IN ('queued', 'running')"
-            " OR (status = 'done' AND delivered_at IS NULL) ORDER BY created_at"
+            " OR (status = 'done' AND delivered_at IS NULL AND delivery_error IS NULL)"
+            " ORDER BY created_at"
         ) as cursor:
             return [JobRecord.from_row(row) for row in await cursor.fetchall()]
 
@@ -226,6 +227,33 @@ class Repository:
     async def set_message(self, job_id: str, message_id: int) -> None:
         await self._write("UPDATE jobs SET message_id = ? WHERE id = ?",
                           (message_id, job_id))
+
+    async def set_channel_message(self, job_id: str, message_id: int) -> None:
+        """The job is shown by channel message `message_id` from now on, no longer by its
+        interaction's response (whose token has expired)."""
+        await self._write(
+            "UPDATE jobs SET message_id = ?, interaction_token = NULL WHERE id = ?",
+            (message_id, job_id),
+        )
+
+    async def count_delivery_attempt(self, job_id: str) -> int:
+        """Count one more try at showing a finished job's result; returns the count."""
+        async with self._write_lock:
+            async with self.db.execute(
+                "UPDATE jobs SET delivery_attempts = delivery_attempts + 1 WHERE id = ?"
+                " RETURNING delivery_attempts",
+                (job_id,),
+            ) as cursor:
+                row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def give_up_delivery(self, job_id: str, reason: str) -> None:
+        """Stop trying to show a finished job's result, saying why; its pictures stay."""
+        await self._write(
+            "UPDATE jobs SET delivery_error = ?, interaction_token = NULL"
+            " WHERE id = ? AND delivered_at IS NULL",
+            (reason, job_id),
+        )
 
     async def record_deleted_message(self, message_id: int, job_id: str, index: int,
                                      user_id: int) -> None:

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from bot.engine.scheduler import FairQueue
@@ -41,6 +42,21 @@ ProgressCallback = Callable[[Progress], None]
 # A job whose worker dies this many times is failed rather than retried: a request that crashes
 # the process (a driver bug, memory) must not take down every worker in turn.
 MAX_ATTEMPTS = 3
+# A worker that fails to start is tried again after 2, 4, 8… seconds, at most this far apart.
+START_BACKOFF_MAX = 60.0
+
+# What jobs fail with; the detail (hosts, paths, Ray's words) goes to the log, not to users.
+START_FAILED = "The image engine could not start; an admin can find why in the bot's log"
+BATCH_FAILED = "The image engine failed on this job"
+
+
+class EngineState(StrEnum):
+    """The engine as a whole, as `/info` and waiting jobs tell it."""
+
+    STARTING = "starting"  # no worker has started yet
+    RETRYING = "retrying"  # no worker has started yet, and a start failed: trying again
+    READY = "ready"  # a worker started
+    UNABLE = "unable"  # no worker can run jobs: they fail at once
 
 
 class ExecutorClosed(Exception):
@@ -68,6 +84,7 @@ class _Job:
     future: asyncio.Future[GenerationResult]
     on_progress: ProgressCallback | None
     position: int = 0
+    engine_retrying: bool = False  # as last told to `on_progress`, with `position`
     attempts: int = 0  # batches of this job whose worker was lost
 
 
@@ -89,7 +106,7 @@ class WorkerInfo:
     dtype: str
     models: tuple[str, ...]  # on its device, or `name (in RAM)`; most recently used last
     jobs_done: int
-    state: str  # starting, ready, busy, restarting, failed, gone or stopped
+    state: str  # starting, retrying, ready, busy, restarting, failed, gone or stopped
     pid: int | None = None  # of the process it runs in, as last reported
 
     @property
@@ -203,10 +220,19 @@ class WorkerSlot:
 
 
 class Executor:
-    """Fair, batched scheduling of requests onto the workers that `_open` provides."""
+    """Fair, batched scheduling of requests onto the workers that `_open` provides.
 
-    def __init__(self, max_batch: int) -> None:
+    Workers that fail to start are tried again with backoff for `start_timeout` seconds from
+    `start()` (a Ray node that is slow to come up, a model file briefly unreadable); jobs wait
+    in the queue meanwhile. Only when no worker has started by then do they fail."""
+
+    start_backoff = 2.0  # seconds before the second try at starting, doubling after
+
+    def __init__(self, max_batch: int, start_timeout: float = 0.0) -> None:
         self._max_batch = max_batch
+        self._start_timeout = start_timeout
+        self._start_deadline = 0.0  # on the loop's clock
+        self._retrying = False  # a start failed and is being tried again
         self._queue = FairQueue()
         self._jobs: dict[str, _Job] = {}
         self._running: dict[str, WorkerSlot] = {}  # job id → the slot running it
@@ -242,12 +268,13 @@ class Executor:
     def start(self) -> None:
         """Start the workers in the background; jobs may be submitted at once."""
         self._loop = asyncio.get_running_loop()
+        self._start_deadline = self._loop.time() + self._start_timeout
         self._ready = self._loop.create_future()
         self._main = self._loop.create_task(self._serve_all(), name="atelier-executor")
 
     async def ready(self) -> None:
-        """Wait until every worker has started and warmed up (or failed to); raises
-        `EngineError` when none could."""
+        """Wait until every worker has started and warmed up (or given up trying); raises
+        `EngineError` when none could, `ExecutorClosed` when closed before any did."""
         assert self._ready is not None, "the executor is not started"
         await asyncio.shield(self._ready)
 
@@ -311,6 +338,13 @@ class Executor:
         """Every worker and what it is doing (an empty list while they are being found)."""
         return [slot.info() for slot in self._slots]
 
+    def engine_state(self) -> EngineState:
+        if self._unable is not None:
+            return EngineState.UNABLE
+        if self._started:
+            return EngineState.READY
+        return EngineState.RETRYING if self._retrying else EngineState.STARTING
+
     async def close(self) -> None:
         """Stop taking work, let the running batches finish, and fail the rest with
         ExecutorClosed (they stay queued in the database for the next start)."""
@@ -330,13 +364,10 @@ class Executor:
 
     async def _serve_all(self) -> None:
         try:
-            try:
-                self._slots = await self._open()
-            except Exception as error:
-                log.exception("the image engine could not start")
-                self._give_up(EngineError(f"The image engine could not start: {error}"))
-                self._fail_ready(error)
+            slots = await self._open_retrying()
+            if slots is None:
                 return
+            self._slots = slots
             if not self._slots:
                 empty = EngineError("The image engine has no workers")
                 self._give_up(empty)
@@ -347,27 +378,38 @@ class Executor:
             for slot in self._slots:
                 if slot.state not in ("failed", "gone"):
                     slot.state = "stopped"
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_exception(ExecutorClosed())  # closed before any worker started
+                self._ready.exception()  # nobody need be waiting for it
+
+    async def _open_retrying(self) -> list[WorkerSlot] | None:
+        """`_open`, tried again with backoff while the start timeout allows; None when it
+        never worked (then jobs fail) or the executor closed meanwhile."""
+        delay = self.start_backoff
+        while True:
+            try:
+                return await self._open()
+            except Exception as error:
+                log.exception("the image engine could not start")
+                if await self._pause_before_retry(delay):
+                    delay = min(2 * delay, START_BACKOFF_MAX)
+                    continue
+                if not self._closing:
+                    self._give_up(EngineError(START_FAILED))
+                    self._fail_ready(error)
+                return None
 
     async def _serve(self, slot: WorkerSlot) -> None:
-        try:
-            await slot.start()
-        except Exception as error:
-            log.exception("worker %s could not start", slot.name)
-            slot.state = "failed"
-            self._start_errors.append(error)
-        else:
-            slot.state = "ready"
-            self._started += 1
+        started = await self._start(slot)
         self._settled += 1
         if self._settled == len(self._slots):
             if self._started:
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(None)
-            else:
-                first = self._start_errors[0]
-                self._give_up(EngineError(f"The image engine could not start: {first}"))
-                self._fail_ready(first)
-        if slot.state == "failed":
+            elif not self._closing:
+                self._give_up(EngineError(START_FAILED))
+                self._fail_ready(self._start_errors[0])
+        if not started:
             return
         while (batch := await self._next_batch()) is not None:
             slot.state = "busy"
@@ -375,6 +417,45 @@ class Executor:
             if lost and not await self._recover(slot):
                 return
             slot.state = "ready"
+
+    async def _start(self, slot: WorkerSlot) -> bool:
+        """Start `slot`'s worker, trying again with backoff while the start timeout allows;
+        False when it never started (or the executor closed meanwhile)."""
+        delay = self.start_backoff
+        while True:
+            try:
+                await slot.start()
+            except Exception as error:
+                log.exception("worker %s could not start", slot.name)
+                slot.state = "retrying"
+                if await self._pause_before_retry(delay):
+                    delay = min(2 * delay, START_BACKOFF_MAX)
+                    continue
+                if not self._closing:
+                    slot.state = "failed"
+                    self._start_errors.append(error)
+                return False
+            slot.state = "ready"
+            self._started += 1
+            self._post_positions()  # waiting jobs no longer say the engine is starting
+            return True
+
+    async def _pause_before_retry(self, delay: float) -> bool:
+        """Wait `delay` seconds (less if the start timeout ends sooner) before another try at
+        starting; False when no try is left: the timeout has passed or the executor is closing."""
+        assert self._loop is not None
+        left = self._start_deadline - self._loop.time()
+        if left <= 0 or self._closing:
+            return False
+        if not self._retrying:
+            self._retrying = True
+            self._post_positions()  # waiting jobs say that the engine is trying again
+        log.info("trying to start the image engine again in %.0f s", min(delay, left))
+        try:
+            await asyncio.wait_for(self._closed.wait(), min(delay, left))
+        except TimeoutError:
+            return True
+        return False
 
     def _fail_ready(self, error: BaseException) -> None:
         if self._ready is not None and not self._ready.done():
@@ -423,9 +504,9 @@ class Executor:
             return True
         except EngineError as error:
             outcomes = {r.job_id: error for r in batch}
-        except Exception as error:  # the worker failed as a whole; it lives on
+        except Exception:  # the worker failed as a whole; it lives on
             log.exception("a batch of %d jobs failed on worker %s", len(batch), slot.name)
-            outcomes = {r.job_id: EngineError(f"The engine failed: {error}") for r in batch}
+            outcomes = {r.job_id: EngineError(BATCH_FAILED) for r in batch}
         elapsed = time.perf_counter() - started
         images = sum(r.count for r in batch if r.job_id not in self._cancelled)
         if images:
@@ -492,12 +573,15 @@ class Executor:
         self._loop.call_soon(callback, *args)
 
     def _post_positions(self) -> None:
-        """Tell each queued job whose place changed where it now stands."""
+        """Tell each queued job whose place (or what it waits for) changed where it stands."""
+        retrying = self.engine_state() is EngineState.RETRYING
         for place, request in enumerate(self._queue, start=1):
             job = self._jobs[request.job_id]
-            if job.position != place and job.on_progress is not None:
-                job.position = place
-                self._call_soon(job.on_progress, Progress(request.job_id, "queued", position=place))
+            if (job.position, job.engine_retrying) != (place, retrying) \
+                    and job.on_progress is not None:
+                job.position, job.engine_retrying = place, retrying
+                self._call_soon(job.on_progress, Progress(request.job_id, "queued", position=place,
+                                                          engine_retrying=retrying))
 
     def _deliver(self, report: StepReport) -> None:
         """Fan a worker's step report out to the jobs in it that still want it."""
@@ -523,8 +607,9 @@ class ThreadWorker(WorkerSlot):
         self._thread: EngineThread | None = None
 
     async def start(self) -> None:
-        self._thread = thread = EngineThread("atelier-gpu")
-        self.worker = await asyncio.wrap_future(thread.submit(self._build))
+        if self._thread is None:  # a try after a failed one builds on the same thread
+            self._thread = EngineThread("atelier-gpu")
+        self.worker = await asyncio.wrap_future(self._thread.submit(self._build))
         self.details = describe_worker(self.worker)
 
     def _build(self) -> Worker:
@@ -565,8 +650,8 @@ class LocalExecutor(Executor):
     """Runs requests on one `Worker` in a background thread of this process, fair and batched."""
 
     def __init__(self, worker_factory: Callable[[], Worker], max_batch: int,
-                 warm_up: GenerationRequest | None = None) -> None:
-        super().__init__(max_batch)
+                 warm_up: GenerationRequest | None = None, start_timeout: float = 0.0) -> None:
+        super().__init__(max_batch, start_timeout)
         self._slot = ThreadWorker(worker_factory, warm_up)
 
     @property

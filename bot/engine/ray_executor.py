@@ -209,6 +209,9 @@ class RayWorker(WorkerSlot):
     async def start(self) -> None:
         from ray.exceptions import RayError, RayTaskError
 
+        if self.actor is not None:  # from a try that failed: a new try starts a new actor
+            await _kill(self.actor)
+            self.actor = None
         reused = next((i for i, (kind, _) in enumerate(_idle) if kind == self._kind), None)
         if reused is not None:
             _, actor = _idle.pop(reused)
@@ -308,8 +311,9 @@ class RayExecutor(Executor):
 
     def __init__(self, config: WorkerConfig, max_batch: int,
                  warm_up: GenerationRequest | None = None, address: str = "",
-                 workers: int | None = None, cpu_threads: int | None = None) -> None:
-        super().__init__(max_batch)
+                 workers: int | None = None, cpu_threads: int | None = None,
+                 start_timeout: float = 0.0) -> None:
+        super().__init__(max_batch, start_timeout)
         self._config = config
         self._warm_up = warm_up
         self._address = address

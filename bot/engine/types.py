@@ -110,3 +110,5 @@ class Progress:
     step: int = 0
     total: int = 0
     preview: bytes | None = field(default=None, repr=False)  # small PNG decoded from latents
+    # Queued while no worker could start yet: the engine is trying again (with backoff).
+    engine_retrying: bool = False

@@ -610,6 +610,10 @@ class Message:
         self.edits = 0
         self.reactions: dict[str, set[int]] = {}
         self.history: list[dict[str, Any]] = []
+        # Discord notifies the users a message mentions when it is created, never on an edit
+        # (an edit that adds a mention shows it, silently).
+        self.pinged_user_ids: list[int] = (
+            [] if self.loading or self.ephemeral else self.mentioned_user_ids)
         self._snapshot()
 
     # -- state -----------------------------------------------------------------
@@ -909,6 +913,9 @@ class Fault:
     retry_after: float | None = None
     delay: float | None = None
     body: Any = None
+    # With status None: stall after handling the request instead of before (Discord did it;
+    # its answer is late).
+    late_answer: bool = False
     hits: int = 0
     cancelled: bool = False
     # Set while held requests may go on (see ``DiscordDouble.fail(hold=True)``).

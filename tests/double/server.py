@@ -77,6 +77,10 @@ OAUTH_SCOPES = frozenset({"identify", "guilds", "email", "guilds.members.read"})
 BEARER_ROUTES = ("/users/@me", "/users/@me/guilds")
 MiB = 1024 * 1024
 POLL_INTERVAL = 0.05  # wait_for re-checks predicates at least this often
+# A repeated post with the same nonce and `enforce_nonce` returns the first message when it
+# comes within this many seconds ("the past few minutes", says Discord).
+NONCE_WINDOW = 300.0
+NONCE_MAX = 25  # characters in a string nonce
 # Monotonic arrival time of a request (typed request keys exist from aiohttp 3.12 on).
 ARRIVED: Any = web.RequestKey("arrived", float) if hasattr(web, "RequestKey") else "arrived"
 
@@ -246,6 +250,7 @@ class DiscordDouble:
         self.unhandled: list[tuple[str, str]] = []
         self.server_errors: list[BaseException] = []  # bugs in the double itself
         self.faults: list[Fault] = []
+        self._nonces: dict[tuple[int, str], tuple[int, float]] = {}  # → (message id, when)
 
         # OAuth2 (the authorization-code grant a website signs people in with).
         self.client_secret = DEFAULT_CLIENT_SECRET
@@ -595,7 +600,8 @@ class DiscordDouble:
         return thread
 
     async def delete_channel(self, channel: Channel) -> None:
-        """Delete a guild channel with its messages; the bot gets CHANNEL_DELETE."""
+        """Delete a guild channel, as a server admin would: its messages go with it, requests
+        for it answer 404 Unknown Channel, and the bot gets CHANNEL_DELETE."""
         guild = self.guild_of(channel)
         assert guild is not None, "only guild channels can be deleted"
         guild.channels.remove(channel)
@@ -799,14 +805,17 @@ class DiscordDouble:
         delay: float | None = None,
         body: Any = None,
         hold: bool = False,
+        late_answer: bool = False,
     ) -> Fault:
         """Make the next ``times`` requests matching ``method`` and ``path_regex`` fail.
 
         ``path_regex`` is searched in the path relative to the API base
         (``/channels/123/messages``; attachment downloads are ``/attachments/...``).
         ``status=None`` with ``delay`` only stalls the request; with ``hold`` it
-        stalls until ``fault.release()`` (or ``cancel()``). ``times=None``
-        keeps failing until ``fault.cancel()``.
+        stalls until ``fault.release()`` (or ``cancel()``); with ``late_answer`` too, the
+        request is carried out first and only its answer is late (a client that gives up or
+        dies meanwhile never learns that it happened). ``times=None`` keeps failing until
+        ``fault.cancel()``.
         """
         if status == 429 and retry_after is None:
             retry_after = 0.1
@@ -819,6 +828,7 @@ class DiscordDouble:
             delay=delay,
             body=body,
             gate=asyncio.Event() if hold else None,
+            late_answer=late_answer,
         )
         self.faults.append(fault)
         return fault
@@ -1405,11 +1415,14 @@ class DiscordDouble:
             fault = next((f for f in self.faults if f.matches(request.method, path)), None)
             if fault is not None:
                 fault.hits += 1
-                response = await self._fault_response(fault, request.method, path)
+                if not fault.late_answer:
+                    response = await self._fault_response(fault, request.method, path)
             if response is None:
                 if is_api:
                     self._check_auth(request, path)
                 response = await handler(request)
+            if fault is not None and fault.late_answer and fault.delay:
+                await asyncio.sleep(fault.delay)
         except ApiError as error:
             headers = {**self._ratelimit_headers(request.method, path), **error.headers}
             response = _json(error.body(), error.status, headers)
@@ -2313,11 +2326,25 @@ class DiscordDouble:
     async def _create_channel_message(self, request: web.Request) -> web.Response:
         channel = self._bot_channel(request, send=True)
         payload, uploads = await self._read_body(request)
+        nonce = payload.get("nonce")
+        if isinstance(nonce, str) and len(nonce) > NONCE_MAX:
+            raise form_error("nonce", "BASE_TYPE_MAX_LENGTH",
+                             f"Must be {NONCE_MAX} or fewer in length.")
+        key = (self.bot_user.id, str(nonce))
+        if nonce is not None and payload.get("enforce_nonce"):
+            earlier = self._nonces.get(key)
+            if earlier is not None and time.monotonic() - earlier[1] < NONCE_WINDOW:
+                first = self._messages[earlier[0]]
+                if first.deleted:
+                    raise ApiError(404, 10008, "Unknown Message")
+                return _json(first.to_dict())
         guild = self.guild_of(channel)
         if uploads and guild is not None:
             if not guild.permissions_in(self.bot_user, channel) & Perm.ATTACH_FILES:
                 raise ApiError(403, 50013, "Missing Permissions")
         msg = self._create_message(channel, payload, uploads, allowed_flags=EDITABLE_FLAGS)
+        if nonce is not None:
+            self._nonces[key] = (msg.id, time.monotonic())
         return _json(msg.to_dict())
 
     async def _get_channel_message(self, request: web.Request) -> web.Response:

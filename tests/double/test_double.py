@@ -678,3 +678,58 @@ async def test_threads_follow_their_parent_channel(bot_and_double) -> None:
         answered = await double.slash("secret", user=user, channel=plans)
         assert (await answered.original()).content == "only for you"
     assert double.server_errors == []
+async def test_mentions_notify_when_a_message_is_created_not_when_edited(bot_and_double) -> None:
+    bot, double = bot_and_double
+    channel = bot.get_partial_messageable(double.channel.id, guild_id=double.guild.id)
+    alice = discord.Object(double.alice.id)
+    quiet = await channel.send(f"<@{alice.id}> waiting",
+                               allowed_mentions=discord.AllowedMentions.none())
+    await quiet.edit(content=f"<@{alice.id}> done", allowed_mentions=discord.AllowedMentions(
+        users=[alice]))
+    loud = await channel.send(f"<@{alice.id}> done",
+                              allowed_mentions=discord.AllowedMentions(users=[alice]))
+    stored_quiet, stored_loud = double.message(quiet.id), double.message(loud.id)
+    assert stored_quiet.mentioned_user_ids == stored_loud.mentioned_user_ids == [alice.id]
+    assert stored_quiet.pinged_user_ids == [] and stored_loud.pinged_user_ids == [alice.id]
+
+
+async def test_a_repeated_nonce_returns_the_first_message(bot_and_double) -> None:
+    bot, double = bot_and_double
+    channel = bot.get_partial_messageable(double.channel.id, guild_id=double.guild.id)
+    first = await channel.send("once", nonce="job-1-result")
+    again = await channel.send("once more", nonce="job-1-result")
+    other = await channel.send("other", nonce="job-2-result")
+    assert again.id == first.id and other.id != first.id
+    assert [m.content for m in double.channel_messages(double.channel)] == ["once", "other"]
+    await first.delete()
+    with pytest.raises(discord.NotFound):
+        await channel.send("after deleting", nonce="job-1-result")
+    with pytest.raises(discord.HTTPException) as too_long:
+        await channel.send("x", nonce="n" * 26)
+    assert too_long.value.status == 400
+
+
+async def test_a_late_answer_comes_after_the_work_is_done(bot_and_double) -> None:
+    bot, double = bot_and_double
+    channel = bot.get_partial_messageable(double.channel.id, guild_id=double.guild.id)
+    late = double.fail("POST", r"^/channels/\d+/messages$", status=None, delay=5,
+                       late_answer=True)
+    sending = asyncio.ensure_future(channel.send("made, unanswered"))
+    [made] = await double.wait_for(lambda: double.channel_messages(double.channel), 3)
+    assert made.content == "made, unanswered" and not sending.done() and late.hits == 1
+    sending.cancel()  # a client that stops waiting never learns the message's id
+
+
+async def test_a_deleted_channel_is_unknown(bot_and_double) -> None:
+    bot, double = bot_and_double
+    channel = bot.get_partial_messageable(double.channel.id, guild_id=double.guild.id)
+    before = await channel.send("before")
+    await double.delete_channel(double.channel)
+    with pytest.raises(discord.NotFound) as gone:
+        await channel.send("after")
+    assert (gone.value.status, gone.value.code, gone.value.text) == (404, 10003,
+                                                                       "Unknown Channel")
+    with pytest.raises(discord.NotFound):
+        await before.edit(content="edited")
+    assert double.message(before.id).deleted
+    await double.wait_for(lambda: bot.get_channel(double.channel.id) is None, 5)

@@ -62,12 +62,15 @@ class Atelier:
         self.bot: AtelierBot | None = None
         self._running: contextlib.AbstractAsyncContextManager[Any] | None = None
 
-    async def start(self) -> AtelierBot:
+    async def start(self, wait_ready: bool = True) -> AtelierBot:
+        """Start the bot; with `wait_ready`, also wait until its image engine has started."""
         bot = AtelierBot(self.settings)
         self._running = running_bot(self.double, bot, wait_for_commands=True)
         await self._running.__aenter__()
-        await bot.executor.ready()
         self.bot = bot
+        await bot.wait_until_ready()  # its servers have arrived
+        if wait_ready:
+            await bot.executor.ready()
         return bot
 
     async def stop(self) -> None:
@@ -75,10 +78,10 @@ class Atelier:
             running, self._running = self._running, None
             await running.__aexit__(None, None, None)
 
-    async def restart(self, **overrides: Any) -> AtelierBot:
+    async def restart(self, wait_ready: bool = True, **overrides: Any) -> AtelierBot:
         await self.stop()
         self.settings = replace(self.settings, **overrides)
-        return await self.start()
+        return await self.start(wait_ready)
 
     async def imagine(self, prompt: str, user: Any = None, **options: Any) -> InteractionHandle:
         return await self.double.slash("imagine", {"prompt": prompt, **options},

@@ -1,4 +1,5 @@
-"""The scheduler's side of Ray faults and sharing, with stand-in workers (no Ray needed).
+"""The scheduler's side of Ray faults and sharing, with stand-in workers (no Ray needed): lost
+batches, workers that do not come back, workers that are slow to start.
 
 `Executor` treats every worker home alike; these slots lose batches the way a killed Ray actor
 does (`WorkerLost`), so the queue's answers can be checked quickly and exactly."""
@@ -13,6 +14,8 @@ import pytest_asyncio
 
 from bot.engine.executor import (
     MAX_ATTEMPTS,
+    START_FAILED,
+    EngineState,
     Executor,
     ExecutorClosed,
     WorkerDetails,
@@ -35,15 +38,22 @@ TIMEOUT = 10
 class FakeSlot(WorkerSlot):
     """Runs batches instantly; loses the first `lose` of them, then comes back (or not)."""
 
-    def __init__(self, name: str, lose: int = 0, comes_back: bool = True) -> None:
+    def __init__(self, name: str, lose: int = 0, comes_back: bool = True,
+                 fail_starts: int = 0) -> None:
         super().__init__(name)
         self.lose = lose
         self.comes_back = comes_back
+        self.fail_starts = fail_starts  # the first starts that fail
+        self.starts = 0
         self.batches: list[list[str]] = []
         self.cancelled: list[str] = []
         self.hold: asyncio.Event | None = None  # when set up, each batch waits for it
 
     async def start(self) -> None:
+        self.starts += 1
+        await asyncio.sleep(0)
+        if self.starts <= self.fail_starts:
+            raise TimeoutError("node 10.7.0.3 did not come up")
         self.details = WorkerDetails("node", "cpu", "float32", ("tiny",), 1)
 
     async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
@@ -70,8 +80,11 @@ class FakeSlot(WorkerSlot):
 
 
 class FakeExecutor(Executor):
-    def __init__(self, slots: list[FakeSlot], max_batch: int = 8) -> None:
-        super().__init__(max_batch)
+    start_backoff = 0.01
+
+    def __init__(self, slots: list[FakeSlot], max_batch: int = 8,
+                 start_timeout: float = 0.0) -> None:
+        super().__init__(max_batch, start_timeout)
         self.fake_slots = slots
 
     async def _open(self) -> list[WorkerSlot]:
@@ -82,8 +95,8 @@ class FakeExecutor(Executor):
 async def start() -> AsyncIterator[Callable[..., FakeExecutor]]:
     started: list[FakeExecutor] = []
 
-    def make(*slots: FakeSlot, max_batch: int = 8) -> FakeExecutor:
-        executor = FakeExecutor(list(slots), max_batch)
+    def make(*slots: FakeSlot, max_batch: int = 8, start_timeout: float = 0.0) -> FakeExecutor:
+        executor = FakeExecutor(list(slots), max_batch, start_timeout)
         executor.start()
         started.append(executor)
         return executor
@@ -201,3 +214,65 @@ async def test_cancel_reaches_the_worker_running_the_job(
     slot.hold.set()
     with pytest.raises(JobCancelled):
         await job
+
+
+async def test_a_worker_that_fails_to_start_is_tried_again_while_jobs_wait(
+    start: Callable[..., FakeExecutor],
+) -> None:
+    slot = FakeSlot("ray-1", fail_starts=2)
+    executor = start(slot, start_timeout=60)
+    events: list[Progress] = []
+    job = executor.submit(make_request("job"), events.append)
+    assert executor.engine_state() is EngineState.STARTING
+    assert (await asyncio.wait_for(job, TIMEOUT)).job_id == "job"
+    assert slot.starts == 3 and executor.workers()[0].state == "ready"
+    assert executor.engine_state() is EngineState.READY
+    # the job's message said the engine was starting again, then that it no longer was
+    assert [(p.state, p.position, p.engine_retrying) for p in events] == [
+        ("queued", 1, False), ("queued", 1, True), ("queued", 1, False), ("running", 0, False)]
+
+
+async def test_jobs_fail_when_no_worker_starts_in_time(
+    start: Callable[..., FakeExecutor],
+) -> None:
+    slot = FakeSlot("ray-1", fail_starts=1000)
+    executor = start(slot, start_timeout=0.5)
+    job = executor.submit(make_request("job"))
+    with pytest.raises(EngineError) as failed:
+        await asyncio.wait_for(job, TIMEOUT)
+    assert str(failed.value) == START_FAILED  # the host is for the log, not for users
+    assert slot.starts >= 2  # tried again before giving up
+    with pytest.raises(EngineError, match="10.7.0.3"):  # what operators see
+        await asyncio.wait_for(executor.ready(), TIMEOUT)
+    assert executor.engine_state() is EngineState.UNABLE
+    assert executor.workers()[0].state == "failed"
+    with pytest.raises(EngineError, match="could not start"):
+        await asyncio.wait_for(executor.submit(make_request("later")), TIMEOUT)
+
+
+async def test_one_worker_serves_while_another_retries_its_start(
+    start: Callable[..., FakeExecutor],
+) -> None:
+    slow, steady = FakeSlot("ray-1", fail_starts=1000), FakeSlot("ray-2")
+    executor = start(slow, steady, start_timeout=60)
+    result = await asyncio.wait_for(executor.submit(make_request("job")), TIMEOUT)
+    assert result.job_id == "job" and steady.batches == [["job"]]
+    assert executor.engine_state() is EngineState.READY
+    assert [w.state for w in executor.workers()] == ["retrying", "ready"]
+
+
+async def test_close_stops_retrying_and_keeps_the_job_for_the_next_start(
+    start: Callable[..., FakeExecutor],
+) -> None:
+    slot = FakeSlot("ray-1", fail_starts=1000)
+    executor = start(slot, start_timeout=600)
+    job = executor.submit(make_request("job"))
+    while slot.starts < 2:
+        await asyncio.sleep(0.01)
+    assert executor.engine_state() is EngineState.RETRYING
+    await asyncio.wait_for(executor.close(), TIMEOUT)
+    with pytest.raises(ExecutorClosed):
+        await job
+    assert executor.workers()[0].state == "stopped"
+    with pytest.raises(ExecutorClosed):
+        await executor.ready()

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bot.engine.executor import Executor
+from bot.engine.worker import Worker, WorkerConfig
 from tests.double import DiscordDouble
 from tests.e2e.conftest import (
     atelier,  # noqa: F401  (the in-process bot, for fault tests)
@@ -72,6 +74,33 @@ async def bot_process(discord_double: DiscordDouble, data_dir: Path,
     finally:
         if process.process is not None:
             await process.stop(signal.SIGKILL)
+
+
+class FlakyEngine:
+    """Builds the bot's image worker, but fails to while `broken`: a GPU node that is not up
+    yet, a model file that cannot be read for a moment. The error names a host and a path,
+    which must reach the log and never a user."""
+
+    error = "cannot reach ray://10.7.0.3:10001 to load /srv/atelier/models/secret.safetensors"
+
+    def __init__(self) -> None:
+        self.broken = True
+        self.failures = 0  # counted on the engine's thread
+
+    def __call__(self, config: WorkerConfig) -> Worker:
+        if self.broken:
+            self.failures += 1
+            raise RuntimeError(self.error)
+        return Worker(config)
+
+
+@pytest.fixture
+def flaky_engine(monkeypatch: pytest.MonkeyPatch) -> FlakyEngine:
+    """The bot's workers come from a `FlakyEngine`, tried again 0.05, 0.1, 0.2… s apart."""
+    engine = FlakyEngine()
+    monkeypatch.setattr("bot.client.Worker", engine)
+    monkeypatch.setattr(Executor, "start_backoff", 0.05)
+    return engine
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from bot.engine.executor import BATCH_FAILED
 from tests.e2e.conftest import Atelier, finished, job_id_of, pixels, rows
 
 pytestmark = pytest.mark.e2e
@@ -77,3 +78,27 @@ async def test_a_pipeline_error_fails_only_its_own_job(
     assert sizes[-1] == 2  # the good job ran again on its own after the batch failed
     [row] = rows(atelier, "SELECT status FROM jobs WHERE id = ?", job_id_of(results[1]))
     assert row["status"] == "done"
+
+
+async def test_a_failure_shows_a_short_reason_that_fits_whatever_the_prompt(
+        atelier: Atelier, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert atelier.bot is not None
+    worker = atelier.bot.executor.worker
+    assert worker is not None
+    detail = "NCCL timeout on ray://10.7.0.3:10001 reading /srv/atelier/secret.safetensors "
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(detail + "x" * 2000)
+
+    monkeypatch.setattr(worker, "run", run)
+    prompt = "a_*" * 333 + "a"  # 1000 characters, 1666 once its markdown is escaped
+    failed = await finished(await atelier.imagine(prompt, count=1), 60)
+    job_id = rows(atelier, "SELECT id FROM jobs")[0][0]
+    assert failed.content.endswith(f"…** — <@{atelier.double.alice.id}>\n"
+                                   f"Failed — {BATCH_FAILED} · job `{job_id}`")
+    assert len(failed.content) <= 2000 and failed.content.startswith("**a\\_\\*a\\_\\*")
+    assert failed.buttons == [] and failed.attachments == []
+    assert "10.7.0.3" not in failed.content and "10.7.0.3" in caplog.text
+    [job] = rows(atelier, "SELECT status, error FROM jobs")
+    assert (job["status"], job["error"]) == ("failed", BATCH_FAILED)

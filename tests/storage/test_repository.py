@@ -269,6 +269,36 @@ async def test_unfinished_jobs_oldest_first(repo: Repository) -> None:
     assert [job.id for job in await repo.unfinished_jobs()] == [queued.id, running.id, later.id]
 
 
+async def test_a_job_that_cannot_be_delivered_is_given_up(repo: Repository) -> None:
+    job = await _done(repo, interaction_token="token", message_id=111)
+    assert [found.id for found in await repo.unfinished_jobs()] == [job.id]
+    assert await repo.count_delivery_attempt(job.id) == 1
+    assert await repo.count_delivery_attempt(job.id) == 2
+    await repo.give_up_delivery(job.id, "404 Unknown Channel (10003)")
+    assert await repo.unfinished_jobs() == []
+    stored = await repo.job(job.id)
+    assert stored is not None and stored.status is JobStatus.DONE
+    assert (stored.delivery_attempts, stored.delivery_error) == (2, "404 Unknown Channel (10003)")
+    assert stored.interaction_token is None and stored.delivered_at is None
+    # the partial index still serves the start-up query
+    async with repo.db.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE status IN ('queued', 'running')"
+        " OR (status = 'done' AND delivered_at IS NULL AND delivery_error IS NULL)"
+        " ORDER BY created_at"
+    ) as cursor:
+        plan = " ".join(str(row[3]) for row in await cursor.fetchall())
+    assert "jobs_unfinished" in plan, plan
+
+
+async def test_a_job_moved_to_a_channel_message_forgets_its_token(repo: Repository) -> None:
+    job = await repo.insert_job(make_job(interaction_token="token", message_id=111))
+    assert job is not None
+    await repo.set_channel_message(job.id, 222)
+    stored = await repo.job(job.id)
+    assert stored is not None
+    assert (stored.message_id, stored.interaction_token) == (222, None)
+
+
 # ---- history and search ---------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.sd_compile is False
     assert settings.lora_dir is None
     assert (settings.executor, settings.ray_address, settings.ray_workers) == ("local", "", None)
+    assert settings.engine_start_timeout == 600.0
     assert settings.log_level == "INFO"
     assert settings.rate_limit_per_minute == 0  # off: the queue limit already bounds a user
     assert (settings.web_port, settings.web_host) == (8765, "127.0.0.1")
@@ -63,6 +64,7 @@ def test_every_variable_parsed_and_typed(tmp_path: Path) -> None:
         "EXECUTOR": "ray",
         "RAY_ADDRESS": "ray://head:10001",
         "RAY_WORKERS": "4",
+        "ENGINE_START_TIMEOUT": "90.5",
         "LOG_LEVEL": "debug",
     })
     assert settings.discord_token == TOKEN
@@ -84,6 +86,7 @@ def test_every_variable_parsed_and_typed(tmp_path: Path) -> None:
     assert settings.executor == "ray"
     assert settings.ray_address == "ray://head:10001"
     assert settings.ray_workers == 4
+    assert settings.engine_start_timeout == 90.5
     assert settings.log_level == "DEBUG"
 
 
@@ -137,6 +140,9 @@ def test_token_not_required_when_not_asked(tmp_path: Path) -> None:
         ("MAX_QUEUE_PER_USER", "-1"),
         ("SD_MODELS_LOADED", "many"),
         ("RAY_WORKERS", "0"),
+        ("ENGINE_START_TIMEOUT", "-1"),
+        ("ENGINE_START_TIMEOUT", "ten minutes"),
+        ("ENGINE_START_TIMEOUT", "inf"),
         ("DEV_GUILD_ID", "my-server"),
         ("SD_DEVICE", "gpu"),
         ("SD_DTYPE", "float8"),

@@ -37,3 +37,37 @@ def test_the_result_fits_a_discord_message_whatever_the_prompt() -> None:
 def test_unknown_ids_are_echoed_as_given() -> None:
     assert render.no_job_text("a_b") == "No job `a_b` in this server."
     assert render.no_job_text("x`y") == "No job `xy` in this server."
+
+
+REASON = "The image engine failed: "
+
+
+def test_every_job_message_fits_whatever_the_prompt_and_the_reason() -> None:
+    long = job("*_" * 500)  # 1000 characters, twice as many once escaped
+    texts = [
+        render.failed_text(long, REASON + "x" * 5000),
+        render.queued_text(long, 12, engine_retrying=True),
+        render.progress_text(long, 12, 30),
+        render.restarting_text(long),
+        render.cancelled_text(long),
+        render.moved_text(long),
+        render.result_text(long, hidden=[1, 2, 3, 4], prompt_chunks=9),
+        render.single_image_text(long, 2, user_id=4),
+    ]
+    for text in texts:
+        assert len(text) <= render.MESSAGE_MAX, text[-200:]
+        assert text.startswith("**\\*\\_\\*\\_")
+    failed = texts[0]
+    reason = REASON + "x" * (render.REASON_MAX - 1 - len(REASON)) + "…"
+    assert failed.endswith(f"…** — <@3>\nFailed — {reason} · job `k3f9x2ab`")
+
+
+def test_a_waiting_job_says_when_the_engine_is_starting_again() -> None:
+    assert render.queued_text(job(), 1, engine_retrying=True).endswith(
+        "\nQueued — position 1 · the image engine is starting (retrying)")
+    assert render.moved_text(job()) == "**a red fox** — <@3>\n-# continued in a new message below"
+
+
+def test_a_reason_is_one_short_line() -> None:
+    assert render.shorten("no  such\nfile", 100) == "no such file"
+    assert render.shorten("abcdef", 4) == "abc…"
