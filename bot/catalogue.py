@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.config import ConfigError, Settings
 from bot.engine.loras import LoraFolder, find_lora
-from bot.engine.models import ModelSpec, describe, model_name
+from bot.engine.models import Family, ModelSpec, describe, model_name
 from bot.prompt import PromptError
 
 ACCEPTED_MAX = 1500  # characters of names listed in an error (Discord messages hold 2000)
@@ -58,6 +58,12 @@ class Catalogue:
         if spec is None:
             raise PromptError(f"Unknown model `{name}`. Accepted: {', '.join(self._specs)}")
         return spec
+
+    def family_of(self, name: str) -> Family:
+        """The family of model `name`, or the default model's when it is no longer configured
+        (a job made before the server removed its model)."""
+        spec = self._specs.get(name.lower())
+        return (spec or self.default).family
 
     # ---- LoRAs --------------------------------------------------------------------------------
 
