@@ -189,7 +189,7 @@ async def test_a_crash_between_posting_and_saving_posts_once(
     stall = double.fail("POST", r"^/channels/\d+/messages$", status=None, delay=3, times=1,
                         late_answer=True)
     double.expire(handle)
-    [placeholder] = await double.wait_for(lambda: channel_posts(double), 60)
+    [first] = await double.wait_for(lambda: channel_posts(double), 60)
     assert stall.hits == 1
     await bot_process.stop(signal.SIGKILL)  # while the answer is on its way
     [job] = query(data_dir, "SELECT message_id FROM jobs")
@@ -198,13 +198,12 @@ async def test_a_crash_between_posting_and_saving_posts_once(
     await bot_process.start()
     await double.wait_for(lambda: query(data_dir, "SELECT delivered_at FROM jobs")[0][0], 120)
     [job] = query(data_dir, "SELECT * FROM jobs")
-    # the repeated post was answered with the first message: the job has one placeholder
-    posts = [r for r in double.requests
-             if r.method == "POST" and r.path == f"/channels/{double.channel.id}/messages"]
-    assert len(posts) == 3
+    # The post repeated after the restart is answered with the first message, whether that was a
+    # placeholder (then replaced by the result) or, on a busy machine, already the result.
     result = double.message(job["message_id"])
-    assert [m.id for m in channel_posts(double)] == [placeholder.id, result.id]
-    assert placeholder.deleted and result.attachments
+    assert result.attachments and " · job `" in result.content
+    assert [m.id for m in channel_posts(double) if not m.deleted] == [result.id]
+    assert first.id == result.id or first.deleted
     pinged = [m for m in double.channel_messages(double.channel, include_deleted=True)
               if double.alice.id in m.pinged_user_ids]
     assert pinged == [result]
