@@ -57,7 +57,7 @@ async def migrate(db: aiosqlite.Connection) -> int:
             await db.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};")
             if rebuilds:
                 async with db.execute("PRAGMA foreign_key_check") as cursor:
-                    broken = await cursor.fetchall()
+                    broken = list(await cursor.fetchall())
                 if broken:
                     raise sqlite3.IntegrityError(
                         f"migration {name} leaves {len(broken)} broken references, the first in "
