@@ -10,9 +10,8 @@ from collections.abc import Callable
 
 from bot import render
 from bot.delivery import Attachment, Delivery, Render, Undeliverable
-from bot.engine.samplers import sampler
 from bot.engine.types import Progress
-from bot.imaging import a1111_parameters, compose_grid, decode, encode_png, veil
+from bot.imaging import compose_grid, decode, encode_png, veil
 from bot.ui import cancel_view, result_view
 from storage import ImageRecord, ImageStore, JobRecord, Repository
 
@@ -58,15 +57,11 @@ async def result_render(store: ImageStore, job: JobRecord, images: list[ImageRec
         hidden = [image.nsfw and not job.nsfw_allowed for image in images]
         if len(pictures) == 1 and not hidden[0]:
             return pictures[0]
-        cells = [veil(decode(data)) if flagged else decode(data)
-                 for data, flagged in zip(pictures, hidden, strict=True)]
-        first = images[0]
-        parameters = a1111_parameters(
-            prompt=job.prompt, negative=job.negative, steps=job.steps,
-            sampler=sampler(job.sampler).label, guidance=job.guidance, seed=first.seed,
-            width=first.width, height=first.height, model=job.model, strength=job.strength,
-        )
-        return encode_png(compose_grid(cells), parameters)
+        decoded = [decode(data) for data in pictures]
+        cells = [veil(picture) if flagged else picture
+                 for picture, flagged in zip(decoded, hidden, strict=True)]
+        # The grid carries the first picture's own `parameters`, as the engine wrote them.
+        return encode_png(compose_grid(cells), decoded[0].info.get("parameters"))
 
     grid = await asyncio.to_thread(build)
     hidden = [image.index + 1 for image in images if image.nsfw and not job.nsfw_allowed]
