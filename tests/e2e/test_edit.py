@@ -274,3 +274,16 @@ def _png(picture: Image.Image) -> bytes:
 def _inputs(handle: Any) -> dict[str, Any]:
     return {c["custom_id"]: c for row in handle.modal["components"]
             for c in row.get("components", [row.get("component", {})])}
+
+
+async def test_a_dedicated_inpainting_model_serves_the_edits(atelier: Atelier) -> None:
+    await atelier.restart(sd_inpaint_models=(("default", "tiny-inpaint"),))
+    picture, original = await single(atelier, "a meadow --seed 9 --n 1")
+    result = await press(atelier, picture, "⬇️")
+    assert atelier.bot is not None and atelier.bot.executor.worker is not None
+    assert "tiny:inpaint@cpu" in atelier.bot.executor.worker.loaded_models()
+    kept = far_from_box((192, 128), (0, 0, 128, 128))
+    for cell in cells(result):
+        assert cell.shape == (192, 128, 3)
+        assert np.abs(cell[:128][kept[:128]] - original[kept[:128]]).max() <= 2
+        assert np.abs(cell[140:].astype(int) - original[-1:].astype(int)).mean() > 5
