@@ -112,19 +112,19 @@ def may_manage(interaction: discord.Interaction[Any], job: JobRecord) -> bool:
     return interaction.guild_id is not None and interaction.permissions.manage_messages
 
 
-async def visible_job(interaction: discord.Interaction[AtelierBot], job_id: str,
+async def visible_job(interaction: discord.Interaction[AtelierBot], job_id: str | None,
                       scope: Scope | None = None) -> JobRecord | None:
     """The job `job_id` if this interaction (or `scope`, computed from it when not given) may
     see it; otherwise answers the user and gives None. Foreign, unknown and hidden ids get the
     same answer."""
     scope = scope_of(interaction) if scope is None else scope
-    job = await interaction.client.repo.job_in_scope(job_id, scope)
+    job = None if job_id is None else await interaction.client.repo.job_in_scope(job_id, scope)
     if job is None:
-        await answer_error(interaction, render.no_job_text(job_id))
+        await answer_error(interaction, render.no_job_text(job_id or ""))
     return job
 
 
-async def visible_image(interaction: discord.Interaction[AtelierBot], job_id: str,
+async def visible_image(interaction: discord.Interaction[AtelierBot], job_id: str | None,
                         index: int | None) -> tuple[JobRecord, ImageRecord] | None:
     """Image `index` (1-based) of a finished job this interaction may see, or None after
     telling the user why not."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from bot.config import ConfigError, Settings
 from bot.engine.loras import LoraFolder, find_lora
-from bot.engine.models import ModelSpec, describe, model_name
+from bot.engine.models import Family, ModelSpec, describe, model_name
 from bot.prompt import PromptError
 
 ACCEPTED_MAX = 1500  # characters of names listed in an error (Discord messages hold 2000)
@@ -36,6 +37,7 @@ class Catalogue:
                 specs.append(describe(name, source))
             except (OSError, ValueError) as error:
                 raise ConfigError(f"{variable}: cannot use {source!r}: {error}") from None
+        specs = _with_inpainting(specs, settings.sd_inpaint_models)
         if settings.lora_dir is not None and not settings.lora_dir.is_dir():
             raise ConfigError(f"LORA_DIR must be a folder of LoRA .safetensors files, got "
                               f"{str(settings.lora_dir)!r}")
@@ -58,6 +60,12 @@ class Catalogue:
         if spec is None:
             raise PromptError(f"Unknown model `{name}`. Accepted: {', '.join(self._specs)}")
         return spec
+
+    def family_of(self, name: str) -> Family:
+        """The family of model `name`, or the default model's when it is no longer configured
+        (a job made before the server removed its model)."""
+        spec = self._specs.get(name.lower())
+        return (spec or self.default).family
 
     # ---- LoRAs --------------------------------------------------------------------------------
 
@@ -97,3 +105,17 @@ def _listing(names: list[str]) -> str:
         if used > ACCEPTED_MAX:
             return ", ".join(names[:index]) + f" … and {len(names) - index} more"
     return ", ".join(names)
+
+
+def _with_inpainting(specs: list[ModelSpec],
+                     inpainting: tuple[tuple[str, str], ...]) -> list[ModelSpec]:
+    """`specs`, each given its dedicated inpainting checkpoint from SD_INPAINT_MODELS (`default`
+    names SD_MODEL's model); an unknown name is refused, listing the models there are."""
+    by_name = {spec.name: spec for spec in specs}
+    for name, source in inpainting:
+        target = specs[0].name if name == "default" else name
+        if target not in by_name:
+            raise ConfigError(f"SD_INPAINT_MODELS names {name!r}, which is not a model; "
+                              f"models: default, {', '.join(by_name)}")
+        by_name[target] = replace(by_name[target], inpaint=source)
+    return list(by_name.values())

@@ -21,10 +21,10 @@ from bot.engine.executor import Executor, LocalExecutor
 from bot.engine.types import GenerationRequest
 from bot.engine.worker import Worker, WorkerConfig, import_libraries
 from bot.housekeeping import Housekeeping
-from bot.jobs import JobService
+from bot.jobs import JobPolicy, JobRunner
 from bot.loopwatch import LoopWatch
 from bot.replies import OUR_FAULT, answer_error
-from bot.ui import STALE_BUTTON, ButtonHandler, JobButton
+from bot.ui import DYNAMIC_ITEMS, STALE_BUTTON, ButtonRouter
 from storage import ImageStore, Repository, open_database
 from web import Gallery
 
@@ -35,6 +35,7 @@ UNANSWERED_AFTER = 2.5  # seconds; Discord gives up on an interaction after 3
 EXTENSIONS = (
     "cogs.imagine",
     "cogs.studio",
+    "cogs.edit",
     "cogs.collection",
     "cogs.history",
     "cogs.recall",
@@ -56,7 +57,7 @@ def point_at(api_base: str | None, gateway_url: str | None) -> None:
 class AtelierTree(app_commands.CommandTree["AtelierBot"]):
     async def interaction_check(self, interaction: discord.Interaction[AtelierBot]) -> bool:
         """Commands answer only where the server allows them (`ALLOWED_CHANNELS`)."""
-        refusal = interaction.client.refusal_here(interaction)
+        refusal = interaction.client.policy.channel_refusal(interaction)
         if refusal is None:
             return True
         if interaction.type is discord.InteractionType.autocomplete:
@@ -76,7 +77,8 @@ class AtelierBot(commands.Bot):
     repo: Repository
     store: ImageStore
     executor: Executor
-    jobs: JobService
+    policy: JobPolicy
+    jobs: JobRunner
     housekeeping: Housekeeping
     gallery: Gallery
 
@@ -93,7 +95,7 @@ class AtelierBot(commands.Bot):
         )
         self.settings = settings
         self.catalogue = Catalogue.from_settings(settings)
-        self.button_handlers: dict[str, ButtonHandler] = {}
+        self.buttons = ButtonRouter()  # what each button does, registered by the cogs
         self.public_posts = PostLimit(limits.PUBLIC_POSTS_PER_MINUTE)
         self.started_at = time.time()
         self.loop_watch = LoopWatch()
@@ -116,13 +118,17 @@ class AtelierBot(commands.Bot):
             gc.freeze()
         self.executor = self._make_executor()
         self.executor.start()
-        self.jobs = JobService(self)
-        self.add_dynamic_items(JobButton)
+        self.policy = JobPolicy(self.settings, self.repo)
+        self.jobs = JobRunner(self)
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
         for extension in EXTENSIONS:
             try:
                 await self.load_extension(extension)
             except commands.ExtensionError:
                 log.exception("could not load %s", extension)
+        unhandled = self.buttons.missing()
+        if unhandled:  # a feature failed to load: its buttons answer that they are unavailable
+            log.error("no handler for the buttons %s", ", ".join(a.name for a in unhandled))
         await self._sync_commands()
         self.gallery = Gallery(self)
         await self.gallery.start()
@@ -182,18 +188,6 @@ class AtelierBot(commands.Bot):
         await asyncio.sleep(UNANSWERED_AFTER)
         if not interaction.response.is_done():
             await answer_error(interaction, STALE_BUTTON)
-
-    def refusal_here(self, interaction: discord.Interaction[AtelierBot]) -> str | None:
-        """Why Atelier does not work in this channel, or None where it does."""
-        allowed = self.settings.allowed_channels
-        if not allowed or interaction.guild_id is None:
-            return None
-        channel = interaction.channel
-        ids = {interaction.channel_id, getattr(channel, "parent_id", None)}
-        if ids & set(allowed):
-            return None
-        where = ", ".join(f"<#{channel_id}>" for channel_id in allowed)
-        return f"Atelier works in {where} on this server."
 
     async def on_ready(self) -> None:
         assert self.user is not None

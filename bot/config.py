@@ -32,6 +32,8 @@ class Settings:
     dev_guild_id: int | None = None
     sd_model: str = DEFAULT_MODEL
     sd_models: tuple[tuple[str, str], ...] = ()
+    # A model's dedicated inpainting checkpoint, by model name (`default`: SD_MODEL's).
+    sd_inpaint_models: tuple[tuple[str, str], ...] = ()
     sd_device: str = "auto"
     sd_dtype: str = "auto"
     data_dir: Path = Path("data")
@@ -212,6 +214,8 @@ def load_settings(
         dev_guild_id=_parse(env, "DEV_GUILD_ID", None, _positive_int, "a server id (a number)"),
         sd_model=_text(env, "SD_MODEL", DEFAULT_MODEL),
         sd_models=sd_models,
+        sd_inpaint_models=_parse(env, "SD_INPAINT_MODELS", no_models, _model_list,
+                                 "a comma-separated list of name=source"),
         sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES),
                          "one of " + ", ".join(DEVICES)),
         sd_dtype=_parse(env, "SD_DTYPE", "auto", _choice(DTYPES), "one of " + ", ".join(DTYPES)),

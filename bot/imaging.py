@@ -72,3 +72,35 @@ def shrink_to(data: bytes, limit: int) -> tuple[bytes, str]:
             return buffer.getvalue(), "webp"
         image = image.resize((image.width * 3 // 4, image.height * 3 // 4),
                              Image.Resampling.LANCZOS)
+
+
+REGION_SHEET_SIDE = 512  # the longer side of the picture Vary (Region) shows to pick cells on
+_CHOSEN = (255, 196, 0)  # the colour chosen cells are tinted with
+
+
+def region_sheet(picture: Image.Image, chosen: frozenset[int] = frozenset()) -> Image.Image:
+    """The picture under a numbered 3×3 grid (cells 1–9, row by row from the top left, edges at
+    floor(k·W/3), floor(k·H/3)), the chosen cells tinted: what Vary (Region) shows."""
+    from PIL import ImageDraw, ImageFont
+
+    width, height = picture.size
+    scale = REGION_SHEET_SIDE / max(width, height)
+    shown = picture.convert("RGB").resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS)
+    overlay = Image.new("RGBA", shown.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    font = ImageFont.load_default(size=max(14, shown.height // 9))
+    for cell in range(1, 10):
+        box = canvas.cell_box(cell, width, height)
+        left, top = round(box.x * scale), round(box.y * scale)
+        right, bottom = round(box.right * scale) - 1, round(box.bottom * scale) - 1
+        if cell in chosen:
+            draw.rectangle((left, top, right, bottom), fill=(*_CHOSEN, 70),
+                           outline=(*_CHOSEN, 255), width=4)
+        else:
+            # With cells chosen, the others are dimmed: what will be kept stands back.
+            draw.rectangle((left, top, right, bottom), fill=(0, 0, 0, 90 if chosen else 0),
+                           outline=(255, 255, 255, 200), width=2)
+        draw.text(((left + right) / 2, (top + bottom) / 2), str(cell), anchor="mm", font=font,
+                  fill=(255, 255, 255, 235), stroke_width=3, stroke_fill=(0, 0, 0, 200))
+    return Image.alpha_composite(shown.convert("RGBA"), overlay).convert("RGB")

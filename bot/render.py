@@ -120,10 +120,37 @@ def post_limit_text(limit: int) -> str:
             "a minute per person).")
 
 
+_PAN_ARROWS = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
+
+
+def edit_text(edit: str | None) -> str | None:
+    """What an edit did, in the words of its button: `zoom 2` → `Zoom Out 2x`, `pan left` →
+    `⬅️ Pan`, `region 1,5` → `Vary (Region) of cells 1, 5`; None for no edit."""
+    if not edit:
+        return None
+    name, _, detail = edit.partition(" ")
+    if name == "zoom":
+        return f"Zoom Out {detail}x"
+    if name == "pan":
+        return f"{_PAN_ARROWS.get(detail, detail)} Pan"
+    if name == "square":
+        return "Make Square"
+    if name == "region":
+        return f"Vary (Region) of cells {', '.join(detail.split(','))}"
+    if name == "mask":
+        return "redrawn where its mask is white"
+    return edit
+
+
 def lineage_text(job: JobRecord) -> str | None:
-    """Where a job comes from, `variation of image 3 of job `abc12345``; None for a new prompt."""
+    """Where a job comes from — `variation of image 3 of job `abc12345``, `Zoom Out 2x of job
+    `k3f9x2ab`, image 2` — or None for a new prompt."""
     if job.parent_job is None:
         return None
+    edit = edit_text(job.edit)
+    if edit is not None and job.kind != "reroll":
+        image = f", image {job.parent_index}" if job.parent_index is not None else ""
+        return f"{edit} of job `{job.parent_job}`{image}"
     image = f"image {job.parent_index} of " if job.parent_index is not None else ""
     return f"{job.kind} of {image}job `{job.parent_job}`"
 

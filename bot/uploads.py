@@ -9,16 +9,13 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
+import discord
 from PIL import Image, ImageOps
 
 from bot import limits
 from bot.engine.pictures import to_srgb
 from bot.prompt import PromptError
-
-if TYPE_CHECKING:
-    import discord
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +100,32 @@ def normalise(data: bytes, filename: str = "image") -> tuple[bytes, int, int]:
     return buffer.getvalue(), picture.width, picture.height
 
 
-async def fetch(attachment: discord.Attachment, timeout: float) -> tuple[bytes, int, int]:
-    """Download an uploaded picture within `timeout` seconds, then check and `normalise` it
-    in a thread. Every problem is an `UploadError`; check the declared size and type with
-    `check_declared` first, before answering Discord."""
-    import discord  # here, not at the top: the engine uses this module's decoding, not Discord
+def normalise_mask(data: bytes, filename: str = "mask") -> bytes:
+    """An uploaded mask as the black and white PNG that is stored: white where the picture is
+    redrawn. A mask painted on a transparent layer keeps what is transparent. Refuses a mask
+    with nothing to redraw. Blocking: run in a thread."""
+    with _opened(data, filename) as image:
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError, EOFError):
+            raise UploadError(
+                f"`{filename}` is not a readable PNG, JPEG or WebP image") from None
+        upright = ImageOps.exif_transpose(image)
+        if upright.has_transparency_data:
+            with_alpha = upright.convert("LA")
+            grey = Image.new("L", upright.size, 0)
+            grey.paste(with_alpha.getchannel("L"), mask=with_alpha.getchannel("A"))
+        else:
+            grey = upright.convert("L")
+    mask = grey.point(lambda level: 255 if level >= 128 else 0)
+    if mask.getextrema()[1] == 0:
+        raise UploadError(f"`{filename}` is all black: paint the area to redraw in white")
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
 
+
+async def _download(attachment: discord.Attachment, timeout: float) -> bytes:
     try:
         data = await asyncio.wait_for(attachment.read(), timeout)
     except TimeoutError:
@@ -116,4 +133,18 @@ async def fetch(attachment: discord.Attachment, timeout: float) -> tuple[bytes, 
                           "download; try again") from None
     except (OSError, discord.HTTPException):
         raise UploadError(f"Could not download `{attachment.filename}`; try again") from None
+    return data
+
+
+async def fetch(attachment: discord.Attachment, timeout: float) -> tuple[bytes, int, int]:
+    """Download an uploaded picture within `timeout` seconds, then check and `normalise` it
+    in a thread. Every problem is an `UploadError`; check the declared size and type with
+    `check_declared` first, before answering Discord."""
+    data = await _download(attachment, timeout)
     return await asyncio.to_thread(normalise, data, attachment.filename)
+
+
+async def fetch_mask(attachment: discord.Attachment, timeout: float) -> bytes:
+    """Download an uploaded mask like a picture (`fetch`), as `normalise_mask` stores it."""
+    data = await _download(attachment, timeout)
+    return await asyncio.to_thread(normalise_mask, data, attachment.filename)

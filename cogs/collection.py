@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.access import may_manage, visible_image
 from bot.replies import answer_error
+from bot.ui import Action, Press
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -24,12 +25,15 @@ DELETE_FAILED = "❌ Discord did not delete the message; it is still there. Try 
 class Collection(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
-        bot.button_handlers.update({"fav": self.on_favourite, "del": self.on_delete})
+        bot.buttons.register({Action.FAVOURITE: self.on_favourite,
+                              Action.DELETE: self.on_delete})
 
-    async def on_favourite(self, interaction: Interaction, job_id: str,
-                           index: int | None) -> None:
+    async def cog_unload(self) -> None:
+        self.bot.buttons.unregister(Action.FAVOURITE, Action.DELETE)
+
+    async def on_favourite(self, interaction: Interaction, press: Press) -> None:
         """`❤️`: add the picture to (or take it out of) your favourites."""
-        found = await visible_image(interaction, job_id, index)
+        found = await visible_image(interaction, press.job_id, press.index)
         if found is None:
             return
         job, image = found
@@ -40,10 +44,10 @@ class Collection(commands.Cog):
                 else f"Image {number} of job `{job.id}` is no longer a favourite.")
         await interaction.response.send_message(text, ephemeral=True)
 
-    async def on_delete(self, interaction: Interaction, job_id: str, index: int | None) -> None:
+    async def on_delete(self, interaction: Interaction, press: Press) -> None:
         """`🗑️`: delete this message (its author, or Manage Messages); history keeps the job,
         noting which picture's message was deleted."""
-        found = await visible_image(interaction, job_id, index)
+        found = await visible_image(interaction, press.job_id, press.index)
         if found is None:
             return
         job, image = found

@@ -19,8 +19,9 @@ from discord.ext import commands
 
 from bot import render
 from bot.access import nsfw_allowed, scope_of
-from bot.replies import answer_error, answering_errors
+from bot.replies import answer_error
 from bot.thumbnails import Thumbnails
+from bot.ui import Action, Press, dispatch
 from storage import JobRecord
 
 if TYPE_CHECKING:
@@ -127,11 +128,24 @@ def listing_text(listing: Listing, now: float) -> str:
     return "\n".join([heading, *lines])
 
 
-class PageButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"atelier:h:(?P<page>\d{1,7}):(?P<user>\d{1,20}|-):(?P<fav>[f-])"
-             r":(?P<search>[0-9a-f]{16}|-)",
-):
+PAGE_ID = re.compile(r"atelier:h:(?P<page>\d{1,7}):(?P<user>\d{1,20}|-):(?P<fav>[f-])"
+                     r":(?P<search>[0-9a-f]{16}|-)")
+
+
+def page_of(custom_id: str) -> tuple[Filters, int] | None:
+    """The filters and page a `◀` `▶` custom id names, or None when it names none."""
+    match = PAGE_ID.fullmatch(custom_id)
+    if match is None:
+        return None
+    filters = Filters(
+        user_id=None if match["user"] == "-" else int(match["user"]),
+        favourites=match["fav"] == "f",
+        search_key=None if match["search"] == "-" else match["search"],
+    )
+    return filters, int(match["page"])
+
+
+class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=PAGE_ID.pattern):
     """`◀` or `▶` on a history message: the page it turns to and the filters, in its custom id."""
 
     def __init__(self, label: str, page: int, filters: Filters, enabled: bool = True) -> None:
@@ -145,21 +159,14 @@ class PageButton(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
         match: re.Match[str], /,
     ) -> PageButton:
-        filters = Filters(
-            user_id=None if match["user"] == "-" else int(match["user"]),
-            favourites=match["fav"] == "f",
-            search_key=None if match["search"] == "-" else match["search"],
-        )
+        found = page_of(match[0])
+        assert found is not None  # the same pattern matched
         label = item.label if isinstance(item, discord.ui.Button) else None
-        return cls(label or "", int(match["page"]), filters)
+        return cls(label or "", found[1], found[0])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog = interaction.client.get_cog(History.__cog_name__)
-        if not isinstance(cog, History):
-            await answer_error(interaction, "History is not available right now.")
-            return
-        await answering_errors(interaction, cog.turn_page(interaction, self.filters, self.page),
-                               "turning a /history page")
+        await dispatch(interaction, Action.HISTORY_PAGE,
+                       Press(detail=self.filters.custom_id(self.page)))
 
 
 class OpenMenu(discord.ui.DynamicItem[discord.ui.Select[Any]], template=OPEN_ID):
@@ -177,15 +184,7 @@ class OpenMenu(discord.ui.DynamicItem[discord.ui.Select[Any]], template=OPEN_ID)
         return cls(list(item.options) if isinstance(item, discord.ui.Select) else [])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        # The picked value is whatever the client sent: the recall checks that the member may
-        # see that job, and post it here.
-        bot: AtelierBot = interaction.client
-        handler = bot.button_handlers.get("recall")
-        if handler is None or not self.item.values:
-            await answer_error(interaction, "Recalling jobs is not available right now.")
-            return
-        await answering_errors(interaction, handler(interaction, self.item.values[0], None),
-                               "opening a job from /history")
+        await dispatch(interaction, Action.HISTORY_OPEN, Press(values=tuple(self.item.values)))
 
 
 def listing_view(listing: Listing) -> discord.ui.View:
@@ -206,8 +205,10 @@ class History(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
         self.thumbnails = Thumbnails(bot.store, bot.settings.thumbnails_dir)
+        bot.buttons.register({Action.HISTORY_PAGE: self.on_page})
 
     async def cog_unload(self) -> None:
+        self.bot.buttons.unregister(Action.HISTORY_PAGE)
         self.bot.remove_dynamic_items(PageButton, OpenMenu)
 
     @app_commands.command(name="history")
@@ -244,8 +245,16 @@ class History(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.show(interaction, listing)
 
-    async def turn_page(self, interaction: Interaction, filters: Filters, page: int) -> None:
+    async def on_page(self, interaction: Interaction, press: Press) -> None:
         """`◀` `▶`: show another page in the same message (the last one if it has moved)."""
+        found = page_of(press.detail or "")
+        if found is None:
+            await answer_error(interaction, "This button no longer works; run `/history` again.")
+            return
+        await self.turn_page(interaction, *found)
+
+    async def turn_page(self, interaction: Interaction, filters: Filters, page: int) -> None:
+        """Show page `page` of the jobs through `filters` in the message of `interaction`."""
         search = ""
         if filters.search_key is not None:
             saved = await self.bot.repo.saved_search(filters.search_key)

@@ -92,12 +92,14 @@ def info_embed(job: JobRecord, images: Sequence[ImageRecord], children: Sequence
         embed.add_field(name="Seeds" if len(seeds) > 1 else "Seed", value=numbered_seeds(seeds),
                         inline=False)
     embed.add_field(name="Status", value=status_text(job, deleted))
-    embed.add_field(name="Kind", value=job.kind)
+    edit = render.edit_text(job.edit)
+    embed.add_field(name="Kind", value=f"{job.kind} — {edit}" if edit else job.kind)
     embed.add_field(name="Author", value=f"<@{job.user_id}>")
     embed.add_field(name="Created", value=f"<t:{int(job.created_at)}:f>")
     lineage = render.lineage_text(job)
     if lineage is None and job.init_image is not None:
-        lineage = "an uploaded picture"
+        lineage = ("an uploaded picture, redrawn where an uploaded mask is white"
+                   if job.mask_image is not None else "an uploaded picture")
     embed.add_field(name="Made from", value=lineage or "a new prompt", inline=False)
     embed.add_field(name="Made from it",
                     value=render.fit_lines([child_line(c) for c in children], FIELD_MAX)

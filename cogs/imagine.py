@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -15,12 +16,13 @@ from bot import limits, render
 from bot.access import may_manage, may_post_here, nsfw_allowed, visible_image, visible_job
 from bot.delivery import Attachment, fitted
 from bot.imaging import decode, encode_png, veil
-from bot.jobs import JobRefused
+from bot.jobs import JobRefused, Origin
+from bot.jobs.making import new_job
 from bot.options import ImagineOptions, resolve
 from bot.prompt import PromptError
 from bot.replies import answer_error, withdraw
-from bot.ui import single_image_view
-from bot.uploads import check_declared, fetch
+from bot.ui import Action, Press, single_image_view
+from bot.uploads import check_declared, fetch, fetch_mask
 from storage import JobRecord, UserSettings
 
 if TYPE_CHECKING:
@@ -36,7 +38,10 @@ LORA_OPTION_MAX = 100  # Discord's limit on an autocomplete choice
 class Imagine(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
-        bot.button_handlers.update({"u": self.on_single, "c": self.on_cancel})
+        bot.buttons.register({Action.SINGLE: self.on_single, Action.CANCEL: self.on_cancel})
+
+    async def cog_unload(self) -> None:
+        self.bot.buttons.unregister(Action.SINGLE, Action.CANCEL)
 
     @app_commands.command(name="imagine")
     @app_commands.describe(
@@ -49,6 +54,7 @@ class Imagine(commands.Cog):
         guidance="How closely to follow the prompt (CFG scale, 0–30)",
         model="Which model to use",
         image="Start from this picture (PNG, JPEG or WebP)",
+        mask="With an image: redraw only where this mask is white (black is kept)",
         strength="With an image: how far to move away from it (0.05–1.0)",
         lora="LoRAs to apply, like detail:0.8, style (or <lora:detail:0.8> in the prompt)",
     )
@@ -67,6 +73,7 @@ class Imagine(commands.Cog):
         guidance: app_commands.Range[float, limits.GUIDANCE_MIN, limits.GUIDANCE_MAX] | None = None,
         model: str | None = None,
         image: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
         strength: app_commands.Range[float, limits.STRENGTH_MIN, limits.STRENGTH_MAX] | None = None,
         lora: app_commands.Range[str, 1, LORA_OPTION_MAX] | None = None,
     ) -> None:
@@ -80,26 +87,35 @@ class Imagine(commands.Cog):
             defaults = await self.bot.repo.settings(interaction.user.id)
             await self.bot.catalogue.refresh_loras()
             params = resolve(options, defaults, self.bot.catalogue)
-            if image is not None:
-                check_declared(image.filename, image.size, image.content_type)
+            if mask is not None and image is None:
+                raise PromptError("A `mask` needs an `image` to redraw: give both")
+            for attachment in (image, mask):
+                if attachment is not None:
+                    check_declared(attachment.filename, attachment.size, attachment.content_type)
         except PromptError as error:
             await answer_error(interaction, f"❌ {error}")
             return
-        job = self.bot.jobs.new(interaction, params)
+        job = new_job(Origin.of(interaction), params)
         if image is None:
-            await self.bot.jobs.submit(interaction, job)
+            await self.bot.jobs.accept(interaction, job)
         else:
-            await self._submit_with_picture(interaction, job, image, options, defaults)
+            await self._accept_with_pictures(interaction, job, image, mask, options, defaults)
 
-    async def _submit_with_picture(self, interaction: Interaction, job: JobRecord,
-                                   image: discord.Attachment, options: ImagineOptions,
-                                   defaults: UserSettings) -> None:
-        """`/imagine` from an uploaded picture. Fetching and converting it can outlast the 3 s
-        Discord gives, so the command defers first (SPEC §6), after every check that needs no
-        download; a file that turns out bad then takes the placeholder back."""
-        # 1. Refuse now what the picture cannot change: the user's limits, the server's words
+    async def _accept_with_pictures(self, interaction: Interaction, job: JobRecord,
+                                    image: discord.Attachment, mask: discord.Attachment | None,
+                                    options: ImagineOptions, defaults: UserSettings) -> None:
+        """`/imagine` from an uploaded picture (and a mask of where to redraw it). Fetching and
+        converting them can outlast the 3 s Discord gives, so the command defers first (SPEC
+        §6), after every check that needs no download; a file that turns out bad then takes the
+        placeholder back."""
+        # 1. Refuse now what the picture cannot change: the channel, the user's limits, the
+        #    server's words
+        refusal = self.bot.policy.refusal_here(interaction)
+        if refusal is not None:
+            await answer_error(interaction, refusal)
+            return
         try:
-            await self.bot.jobs.check(job)
+            await self.bot.policy.check(job)
         except JobRefused as error:
             await answer_error(interaction, f"❌ {error}")
             return
@@ -111,14 +127,22 @@ class Imagine(commands.Cog):
             return  # nothing is saved or stored yet
         placeholder = response.message_id if response is not None else None
         try:
-            # 3. Fetch, check and convert the picture; the job takes its aspect
-            png, width, height = await fetch(image, self.bot.settings.download_timeout)
+            # 3. Fetch, check and convert the pictures; the job takes the picture's aspect
+            timeout = self.bot.settings.download_timeout
+            png, width, height = await fetch(image, timeout)
+            mask_png = await fetch_mask(mask, timeout) if mask is not None else None
             params = resolve(replace(options, image_size=(width, height)), defaults,
                              self.bot.catalogue)
-            # 4. Store it and save the job; a job refused now takes its file with it
-            async with self.bot.housekeeping.upload(png) as sha256:
-                job = await self.bot.jobs.create(replace(
-                    self.bot.jobs.new(interaction, params, sha256),
+            # 4. Store them and save the job; a job refused now takes its files with it
+            origin = Origin.of(interaction)
+            async with contextlib.AsyncExitStack() as stack:
+                sha256 = await stack.enter_async_context(self.bot.housekeeping.upload(png))
+                mask_sha = None
+                if mask_png is not None:
+                    mask_sha = await stack.enter_async_context(
+                        self.bot.housekeeping.upload(mask_png))
+                job = await self.bot.policy.admit(replace(
+                    new_job(origin, params, init_image=sha256, mask_image=mask_sha),
                     message_id=placeholder))
         except (PromptError, JobRefused) as error:
             await withdraw(interaction, f"❌ {error}")
@@ -156,12 +180,16 @@ class Imagine(commands.Cog):
                 choices.append(app_commands.Choice(name=value, value=value))
         return choices[:25]
 
-    async def on_single(self, interaction: Interaction, job_id: str, index: int | None) -> None:
+    async def on_single(self, interaction: Interaction, press: Press) -> None:
         """`U<n>`: image n alone, full size, as a PNG carrying its parameters."""
-        found = await visible_image(interaction, job_id, index)
+        found = await visible_image(interaction, press.job_id, press.index)
         if found is None:
             return
         job, image = found
+        refusal = self.bot.policy.permission_refusal(interaction)
+        if refusal is not None:
+            await answer_error(interaction, refusal)
+            return
         if not await may_post_here(interaction, job):
             return
         # Answer at once; reading, maybe veiling or re-encoding, and uploading a 4 MP picture
@@ -180,16 +208,16 @@ class Imagine(commands.Cog):
             await interaction.edit_original_response(
                 content=text,
                 attachments=[picture.file()],
-                view=single_image_view(job.id, number),
+                view=single_image_view(job.id, number, square=image.width == image.height),
                 allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
             )
         except Exception:
             await _quietly_delete(interaction)  # no public "thinking…" left behind
             raise
 
-    async def on_cancel(self, interaction: Interaction, job_id: str, index: int | None) -> None:
+    async def on_cancel(self, interaction: Interaction, press: Press) -> None:
         """`Cancel`: stop a queued or running job (its author, or Manage Messages)."""
-        job = await visible_job(interaction, job_id)
+        job = await visible_job(interaction, press.job_id)
         if job is None:
             return
         if not may_manage(interaction, job):

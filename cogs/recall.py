@@ -13,7 +13,9 @@ from discord.ext import commands
 
 from bot.access import may_post_here, nsfw_allowed, scope_of, visible_job
 from bot.delivery import fitted
+from bot.jobs.showing import result_render
 from bot.replies import answer_error
+from bot.ui import Action, Press
 from storage import JobRecord, JobStatus
 
 if TYPE_CHECKING:
@@ -37,7 +39,10 @@ class Recall(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
         # `/history`'s `Open…` menu recalls through this handler.
-        bot.button_handlers["recall"] = self.on_open
+        bot.buttons.register({Action.HISTORY_OPEN: self.on_open})
+
+    async def cog_unload(self) -> None:
+        self.bot.buttons.unregister(Action.HISTORY_OPEN)
 
     @app_commands.command(name="recall")
     @app_commands.describe(job="The job's id (type words of its prompt to find it)")
@@ -52,14 +57,22 @@ class Recall(commands.Cog):
         jobs = await self.bot.repo.search_prompts(scope_of(interaction), current[:QUERY_MAX])
         return [app_commands.Choice(name=choice_label(job), value=job.id) for job in jobs]
 
-    async def on_open(self, interaction: Interaction, job_id: str, index: int | None) -> None:
-        """A job picked in `/history`'s `Open…` menu."""
-        await self.post(interaction, job_id)
+    async def on_open(self, interaction: Interaction, press: Press) -> None:
+        """A job picked in `/history`'s `Open…` menu (whatever the client sent: the recall
+        checks it is one this member may see)."""
+        if not press.values:
+            await answer_error(interaction, "Pick a job in the menu to open it.")
+            return
+        await self.post(interaction, press.values[0])
 
     async def post(self, interaction: Interaction, job_id: str) -> None:
         """Post a finished job's grid (or single picture) publicly, as its result looked."""
         job = await visible_job(interaction, job_id)
         if job is None:
+            return
+        refusal = self.bot.policy.permission_refusal(interaction)
+        if refusal is not None:
+            await answer_error(interaction, refusal)
             return
         if job.status is not JobStatus.DONE:
             state = ("has not finished yet" if not job.status.finished
@@ -76,7 +89,7 @@ class Recall(commands.Cog):
         # Veiling follows the channel it is posted in now, not the one it was made in.
         shown = replace(job, nsfw_allowed=nsfw_allowed(interaction))
         try:
-            result = await self.bot.jobs.result_render(shown, images)
+            result = await result_render(self.bot.store, shown, images)
             pictures = [await fitted(attachment, interaction.filesize_limit)
                         for attachment in result.attachments]
             await interaction.edit_original_response(

@@ -24,7 +24,8 @@ from bot.engine.models import Family
 from bot.engine.samplers import SAMPLERS
 from bot.options import DEFAULT_COUNT
 from bot.prompt import PromptError, check_chunks, chunks_at_least
-from bot.replies import OUR_FAULT, answer_error, answering_errors
+from bot.replies import OUR_FAULT, answer_error
+from bot.ui import Action, Press, dispatch
 from storage import UserSettings
 
 if TYPE_CHECKING:
@@ -259,18 +260,8 @@ class SettingSelect(
         return cls(match["field"])
 
     async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        await answering_errors(interaction, self.choose(interaction),
-                               f"/settings {self.field}")
-
-    async def choose(self, interaction: Interaction) -> None:
-        bot = interaction.client
-        try:
-            value = parse_choice(self.field, self.item.values[0], bot.catalogue)
-        except PromptError as error:
-            await answer_error(interaction, f"❌ {error}")
-            return
-        current = await bot.repo.settings(interaction.user.id)
-        await save_and_show(interaction, replace(current, **{self.field: value}))
+        await dispatch(interaction, Action.SETTINGS_CHOICE,
+                       Press(detail=self.field, values=tuple(self.item.values)))
 
 
 class SettingButton(
@@ -299,33 +290,50 @@ class SettingButton(
         return cls(match["action"])
 
     async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        await answering_errors(interaction, self.press(interaction),
-                               f"/settings {self.action}")
-
-    async def press(self, interaction: Interaction) -> None:
-        repo = interaction.client.repo
-        user_id = interaction.user.id
-        if self.action == "reset":
-            await repo.reset_settings(user_id)
-            await interaction.response.edit_message(
-                view=settings_panel(UserSettings(user_id), interaction.client.catalogue))
-            return
-        current = await repo.settings(user_id)
-        if self.action == "remix":
-            await save_and_show(interaction, replace(current, remix=not current.remix))
-        else:
-            await interaction.response.send_modal(DefaultsModal(current))
+        await dispatch(interaction, Action.SETTINGS_BUTTON, Press(detail=self.action))
 
 
 class Settings(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
+        bot.buttons.register({Action.SETTINGS_CHOICE: self.on_choice,
+                              Action.SETTINGS_BUTTON: self.on_button})
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(SettingSelect, SettingButton)
 
     async def cog_unload(self) -> None:
+        self.bot.buttons.unregister(Action.SETTINGS_CHOICE, Action.SETTINGS_BUTTON)
         self.bot.remove_dynamic_items(SettingSelect, SettingButton)
+
+    async def on_choice(self, interaction: Interaction, press: Press) -> None:
+        """A field's menu: save what was picked and redraw the panel."""
+        field = press.detail or ""
+        if field not in FIELDS or not press.values:
+            await answer_error(interaction, "This menu no longer works; run `/settings` again.")
+            return
+        try:
+            value = parse_choice(field, press.values[0], self.bot.catalogue)
+        except PromptError as error:
+            await answer_error(interaction, f"❌ {error}")
+            return
+        current = await self.bot.repo.settings(interaction.user.id)
+        await save_and_show(interaction, replace(current, **{field: value}))
+
+    async def on_button(self, interaction: Interaction, press: Press) -> None:
+        """`Negative prompt, steps, CFG…` (a form), `Remix: on/off` and `Reset`."""
+        repo = self.bot.repo
+        user_id = interaction.user.id
+        if press.detail == "reset":
+            await repo.reset_settings(user_id)
+            await interaction.response.edit_message(
+                view=settings_panel(UserSettings(user_id), self.bot.catalogue))
+            return
+        current = await repo.settings(user_id)
+        if press.detail == "remix":
+            await save_and_show(interaction, replace(current, remix=not current.remix))
+        else:
+            await interaction.response.send_modal(DefaultsModal(current))
 
     @app_commands.command(name="settings")
     async def show_settings(self, interaction: Interaction) -> None:

@@ -5,6 +5,7 @@ from storage.files import ImageStore
 from storage.records import (
     JOB_KINDS,
     ImageRecord,
+    JobKind,
     JobRecord,
     JobStatus,
     Scope,
@@ -17,6 +18,7 @@ __all__ = [
     "JOB_KINDS",
     "ImageRecord",
     "ImageStore",
+    "JobKind",
     "JobRecord",
     "JobStatus",
     "Repository",

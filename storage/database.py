@@ -30,6 +30,13 @@ def migrations() -> list[tuple[int, str, str]]:
     return found
 
 
+# A migration that makes a table again (SQLite's way to change a constraint) says so with this
+# line: foreign keys are then off while it runs (they cannot be switched inside a transaction, and
+# rows referring to the table would otherwise be checked against it while it is gone), and every
+# reference is checked before it commits.
+REBUILDS_TABLES = "-- atelier: rebuilds tables"
+
+
 async def migrate(db: aiosqlite.Connection) -> int:
     """Apply pending migrations, each in its own transaction; returns the schema version."""
     async with db.execute("PRAGMA user_version") as cursor:
@@ -39,15 +46,30 @@ async def migrate(db: aiosqlite.Connection) -> int:
         if version <= current:
             continue
         log.info("applying migration %s", name)
+        rebuilds = REBUILDS_TABLES in sql
+        async with db.execute("PRAGMA foreign_keys") as cursor:
+            keys_on = bool((await cursor.fetchone() or (0,))[0])
+        if rebuilds and keys_on:
+            await db.execute("PRAGMA foreign_keys = OFF")
         try:
             # executescript commits anything pending first, so the BEGIN here opens a fresh
             # transaction that holds the whole file and the version bump.
-            await db.executescript(
-                f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
+            await db.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};")
+            if rebuilds:
+                async with db.execute("PRAGMA foreign_key_check") as cursor:
+                    broken = list(await cursor.fetchall())
+                if broken:
+                    raise sqlite3.IntegrityError(
+                        f"migration {name} leaves {len(broken)} broken references, the first in "
+                        f"table {broken[0][0]}")
+            await db.commit()
         except sqlite3.Error:
             if db.in_transaction:
                 await db.rollback()
             raise
+        finally:
+            if rebuilds and keys_on:
+                await db.execute("PRAGMA foreign_keys = ON")
         current = version
     return current
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-JOB_KINDS = ("imagine", "reroll", "variation", "upscale")
 _ID_FIRST = string.ascii_lowercase
 _ID_REST = string.ascii_lowercase + string.digits
 
@@ -16,6 +15,23 @@ _ID_REST = string.ascii_lowercase + string.digits
 def new_job_id() -> str:
     """A short job token like `k3f9x2ab`: 8 characters, never all digits (so never a number)."""
     return secrets.choice(_ID_FIRST) + "".join(secrets.choice(_ID_REST) for _ in range(7))
+
+
+class JobKind(StrEnum):
+    """What made a job. The database's `job_kinds` table holds the same names: a new kind is one
+    line here and one row added by a migration."""
+
+    IMAGINE = "imagine"  # /imagine
+    REROLL = "reroll"  # 🔄
+    VARIATION = "variation"  # V<n>, Vary (Subtle), Vary (Strong)
+    UPSCALE = "upscale"  # Upscale (2x)
+    ZOOM = "zoom"  # Zoom Out 2x, Zoom Out 1.5x, Custom Zoom
+    PAN = "pan"  # ⬅️ ➡️ ⬆️ ⬇️
+    SQUARE = "square"  # Make Square
+    REGION = "region"  # Vary (Region)
+
+
+JOB_KINDS = tuple(JobKind)
 
 
 class JobStatus(StrEnum):
@@ -47,7 +63,7 @@ class JobRecord:
     guild_id: int | None
     channel_id: int
     user_id: int
-    kind: str
+    kind: JobKind
     prompt: str
     negative: str
     model: str
@@ -62,7 +78,11 @@ class JobRecord:
     strength: float | None = None
     parent_job: str | None = None
     parent_index: int | None = None
-    init_image: str | None = None
+    mode: str = "txt2img"  # bot.engine.types.Mode: how the engine makes the pictures
+    init_image: str | None = None  # sha256 of the picture to start from, or to edit
+    mask_image: str | None = None  # sha256 of the mask of what to redraw (white)
+    box: str | None = None  # where the picture sits on the result's canvas, `x,y,w,h`
+    edit: str | None = None  # what an edit did: `zoom 2`, `pan left`, `square`, `region 1,5`
     status: JobStatus = JobStatus.QUEUED
     error: str | None = None
     nsfw_allowed: bool = False
@@ -92,6 +112,7 @@ class JobRecord:
     def from_row(cls, row: Any) -> JobRecord:
         values = dict(row)
         values["status"] = JobStatus(values["status"])
+        values["kind"] = JobKind(values["kind"])
         values["nsfw_allowed"] = bool(values["nsfw_allowed"])
         return cls(**values)
 

@@ -133,6 +133,7 @@ class Repository:
         for _ in range(5):
             values = dict(zip(JOB_COLUMNS, astuple(job), strict=True))
             values["status"] = str(job.status)
+            values["kind"] = str(job.kind)
             values["max_active"] = max_active
             values["max_per_minute"] = max_per_minute
             try:
@@ -314,11 +315,11 @@ class Repository:
             return [ImageRecord(**dict(row)) for row in await cur.fetchall()]
 
     async def file_in_use(self, sha256: str, besides_job: str | None = None) -> bool:
-        """Whether the file with this content is a job's picture, or the starting picture of a
-        job other than `besides_job`."""
+        """Whether the file with this content is a job's picture, or the starting picture or
+        mask of a job other than `besides_job`."""
         async with self.db.execute(
             "SELECT EXISTS (SELECT 1 FROM images WHERE sha256 = :sha)"
-            " OR EXISTS (SELECT 1 FROM jobs WHERE init_image = :sha"
+            " OR EXISTS (SELECT 1 FROM jobs WHERE (init_image = :sha OR mask_image = :sha)"
             " AND (:job IS NULL OR id != :job))",
             {"sha": sha256, "job": besides_job},
         ) as cursor:
@@ -326,10 +327,11 @@ class Repository:
         return bool(row and row[0])
 
     async def files_in_use(self) -> set[str]:
-        """The SHA-256 of every file a row refers to: pictures and starting pictures."""
+        """The SHA-256 of every file a row refers to: pictures, starting pictures and masks."""
         async with self.db.execute(
             "SELECT sha256 FROM images UNION SELECT init_image FROM jobs"
-            " WHERE init_image IS NOT NULL"
+            " WHERE init_image IS NOT NULL UNION SELECT mask_image FROM jobs"
+            " WHERE mask_image IS NOT NULL"
         ) as cursor:
             return {row[0] for row in await cursor.fetchall()}
 

@@ -179,8 +179,13 @@ async def test_u_posts_one_image_with_its_parameters(atelier: Atelier) -> None:
     assert single.id != grid_message.id
     assert single.content == (f"**a red fox** — <@{atelier.double.bob.id}> · seed 43 · "
                               f"job `{job_id}` · image 2")
-    assert single.button_labels == [["Vary (Subtle)", "Vary (Strong)", "Upscale (2x)", "❤️",
-                                     "🗑️"]]
+    # SPEC §3: the picture's buttons, in rows (`Make Square` only when it is not square)
+    assert single.button_labels == [
+        ["Vary (Subtle)", "Vary (Strong)", "Vary (Region)"],
+        ["Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom", "Make Square"],
+        ["⬅️", "➡️", "⬆️", "⬇️"],
+        ["Upscale (2x)", "❤️", "🗑️"],
+    ]
     data = single.attachment_bytes()
     assert single.attachments[0].filename == f"atelier_{job_id}_2.png"
     assert image_size(data) == (160, 104)

@@ -124,7 +124,7 @@ async def test_a_job_refused_after_the_download_takes_its_file_back(
         finally:
             held.release()
         assert await withdrawn(atelier, late) == (
-            "❌ You started 1 jobs in the last minute; wait a moment (at most 1 a minute)")
+            "❌ You started 1 job in the last minute; wait a moment (at most 1 a minute)")
         [row] = rows(atelier, "SELECT id, init_image FROM jobs")
         assert row["id"] == job_id_of(job) and row["init_image"] == stored_sha(second)
         assert stored_files(atelier) == referenced_files(atelier)

@@ -18,6 +18,7 @@ from bot.engine.models import describe
 from bot.engine.types import EngineError, GenerationRequest, GenerationResult, Mode
 from bot.engine.worker import Worker, WorkerConfig
 from tests.engine.helpers import make_request, pixels
+from tests.models import ModelFiles
 
 
 def png(image: Image.Image) -> bytes:
@@ -145,3 +146,17 @@ def test_an_empty_mask_or_a_box_off_the_canvas_is_refused(
     outside = edit(picture, box="100,100,64,64")
     outcome = worker.run([outside])["edit"]
     assert isinstance(outcome, EngineError) and "outside the 128×128 canvas" in str(outcome)
+
+
+def test_sdxl_inpaints_through_its_own_weights(model_files: ModelFiles,
+                                               picture: Image.Image) -> None:
+    xl = Worker(WorkerConfig(models=(describe("xl", str(model_files.xl)),),
+                             cache_dir=str(model_files.tiny.parent), device="cpu"))
+    canvas = Canvas(128, 128, Box(0, 0, 128, 96))  # ⬇️ of a 128×96 picture, in short
+    request = edit(picture.resize((128, 96)), model="xl", box=str(canvas.box), seeds=(4,))
+    result = run(xl, request)["edit"]
+    got = pixels(result.images[0])
+    expected = np.asarray(compose(picture.resize((128, 96)), canvas)).astype(np.int16)
+    kept = far_from(outside_mask(canvas))
+    assert np.abs(got[kept] - expected[kept]).max() <= 2
+    assert np.abs(got[110:] - expected[110:]).mean() > 5

@@ -272,3 +272,48 @@ async def test_a_result_is_tried_at_most_ten_times(atelier: Atelier) -> None:
     [job] = rows(atelier, "SELECT * FROM jobs")
     assert (job["delivery_error"], job["delivered_at"]) == ("not delivered after 10 attempts", None)
     assert [r for r in double.requests[tried:] if "/messages" in r.path] == []
+
+
+async def test_an_edit_left_queued_runs_after_a_restart_with_its_seeds_and_mask(
+        discord_double: DiscordDouble, data_dir: Path, flaky_engine: FlakyEngine) -> None:
+    import numpy as np
+
+    from tests.e2e.conftest import button, pixels, posted
+
+    double = discord_double
+    flaky_engine.broken = False
+    atelier = Atelier(double, settings_for(double, data_dir))
+    await atelier.start()
+    try:
+        grid = await finished(await atelier.imagine("a quiet pond --seed 12 --n 1"))
+        picture = await posted(await double.click(grid, button(grid, "U1")))
+        original = pixels(picture.attachment_bytes())
+
+        flaky_engine.broken = True  # the next start cannot build its engine for a while
+        await atelier.restart(wait_ready=False)
+        panel = await posted(await double.click(picture, button(picture, "Vary (Region)")))
+        [menu] = panel.selects
+        await (await double.select(panel, menu["custom_id"], ["9"])).response()
+        await panel.wait_until(lambda m: "Cells chosen: 9" in m.content)
+        form = await double.click(panel, panel.buttons[0][0].custom_id or "")
+        await form.response()
+        handle = await double.submit_modal(form.modal["custom_id"], {"prompt": "a quiet pond"})
+        placeholder = await handle.original(30)
+        await placeholder.wait_until(lambda m: "(retrying)" in m.content, 30)
+        [job] = rows(atelier, "SELECT * FROM jobs WHERE kind = 'region'")
+        assert job["status"] == "queued" and job["mask_image"] is not None
+
+        flaky_engine.broken = False
+        await atelier.restart()  # the start-up sweep must keep the queued job's mask
+        result = await finished(handle, 60)
+        seeds = f"seeds {job['seed']}–{job['seed'] + 3}"
+        assert seeds in result.content  # the seeds saved before the restart
+        [done] = rows(atelier, "SELECT * FROM jobs WHERE kind = 'region'")
+        assert (done["status"], done["mask_image"]) == ("done", job["mask_image"])
+        redrawn = np.zeros((128, 128), dtype=bool)
+        redrawn[85 - 8:, 85 - 8:] = True  # cell 9 and the band beside it
+        first = pixels(result.attachment_bytes())[:128, :128]
+        assert np.abs(first[~redrawn] - original[~redrawn]).max() <= 2
+        assert np.abs(first[85:, 85:] - original[85:, 85:]).mean() > 10
+    finally:
+        await atelier.stop()

@@ -26,3 +26,25 @@ def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
     settings = Settings(discord_token="x", sd_model=str(tmp_path / "gone.safetensors"))
     with pytest.raises(ConfigError, match="SD_MODEL: cannot use .*gone.safetensors"):
         Catalogue.from_settings(settings)
+
+
+def test_inpainting_models_attach_to_their_models(tmp_path: Path) -> None:
+    from bot.config import load_settings
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("")
+    settings = load_settings({
+        "DISCORD_TOKEN": "x", "SD_MODEL": "tiny", "SD_MODELS": "other=tiny",
+        "SD_INPAINT_MODELS": "default=tiny-inpaint, other=/models/inpaint.safetensors",
+    }, env_file)
+    catalogue = Catalogue.from_settings(settings)
+    assert catalogue.get(None).inpaint == "tiny-inpaint"
+    assert catalogue.get("other").inpaint == "/models/inpaint.safetensors"
+
+
+def test_an_inpainting_model_for_an_unknown_model_is_refused() -> None:
+    settings = Settings(discord_token="x", sd_model="tiny",
+                        sd_inpaint_models=(("anime", "/models/inpaint.safetensors"),))
+    with pytest.raises(ConfigError, match=r"^SD_INPAINT_MODELS names 'anime', which is not a "
+                                          r"model; models: default, tiny$"):
+        Catalogue.from_settings(settings)

@@ -22,18 +22,19 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -
 
 
 async def staff_channel(gallery: Atelier) -> Channel:
-    """`#staff`: only moderators can view it."""
+    """`#staff`: only moderators (and the bot, which posts there) can view it."""
     double = gallery.double
     staff = await double.add_channel("staff")
     double.set_permission_overwrite(staff, double.guild.everyone, deny=Perm.VIEW_CHANNEL)
     moderators = double.guild.role(1250000000000000110)
     double.set_permission_overwrite(staff, moderators, allow=Perm.VIEW_CHANNEL)
+    double.set_permission_overwrite(staff, double.bot_user, allow=Perm.VIEW_CHANNEL)
     bot = gallery.bot
     assert bot is not None
 
     def known() -> bool:
         channel = bot.get_channel(staff.id)
-        return channel is not None and len(getattr(channel, "overwrites", {})) == 2
+        return channel is not None and len(getattr(channel, "overwrites", {})) == 3
 
     await until(known, "the bot to see #staff's overwrites")
     return staff
