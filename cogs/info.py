@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.access import scope_of
+from bot.engine.types import EngineError
 from bot.engine.worker import resolve_device, resolve_dtype
 from storage import JobRecord, JobStatus, Scope
 
@@ -85,7 +86,10 @@ class Info(commands.Cog):
         if "torch" not in sys.modules:  # importing it here would stall the event loop
             return f"{self.bot.settings.sd_device} · starting…"
         # not started yet: the choice a local worker makes from the same settings
-        device = resolve_device(self.bot.settings.sd_device)
+        try:
+            device = resolve_device(self.bot.settings.sd_device)
+        except EngineError:
+            return f"{self.bot.settings.sd_device} · no usable GPU (see the log)"
         dtype = resolve_dtype(self.bot.settings.sd_dtype, device)
         return f"{device} · {str(dtype).removeprefix('torch.')}"
 

@@ -73,13 +73,33 @@ CancelCheck = Callable[[str], bool]
 Outcome = GenerationResult | BaseException
 
 
-def resolve_device(setting: str) -> str:
+def gpu_problem() -> str | None:
+    """Why the NVIDIA GPU this machine shows cannot be used, in one line; None where it can be,
+    or where there is none."""
     import torch
 
-    if setting != "auto":
+    from bot.engine.cuda import nvidia_smi, unusable_gpu
+
+    if torch.cuda.is_available():
+        return None
+    return unusable_gpu(False, torch.__version__, torch.version.cuda, nvidia_smi())
+
+
+def resolve_device(setting: str) -> str:
+    """The device `SD_DEVICE` stands for. `auto` takes cuda, else mps, else the CPU, but never
+    the CPU when the machine has an NVIDIA GPU that torch cannot use: a model would then run
+    there in float32, tens of times slower, and nobody would know why."""
+    import torch
+
+    if setting in ("cpu", "mps"):
         return setting
     if torch.cuda.is_available():
         return "cuda"
+    problem = gpu_problem()
+    if problem is not None:
+        raise EngineError(f"{problem}; or set SD_DEVICE=cpu to run on the CPU")
+    if setting == "cuda":
+        return setting
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
