@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from bot.engine import canvas
 from bot.engine.conditioning import Conditioning, encode_pair
 from bot.engine.loras import find_lora, lora_files
@@ -398,16 +400,22 @@ class Worker:
     ) -> dict[str, Outcome]:
         """Run compatible requests together; each job gets its result or its own exception."""
         started = time.perf_counter()
+        failed = False
         try:
             outcomes = self._run_together(requests, report, cancelled)
         except EngineError as error:
-            return {request.job_id: error for request in requests}
+            return {request.job_id: _bare(error) for request in requests}
         except Exception:
             if len(requests) == 1:
                 log.exception("job %s failed", requests[0].job_id)
                 return {requests[0].job_id: EngineError("The image pipeline failed on this job")}
+            log.warning("a batch of %d jobs failed; running them one by one", len(requests),
+                        exc_info=True)
+            failed = True
+        if failed:
+            # Out of the handler first: its traceback holds the failed call's tensors.
+            self._free_memory()
             # One bad request must not fail the others: run each alone to find it.
-            log.warning("a batch of %d jobs failed; running them one by one", len(requests))
             outcomes = {}
             for request in requests:
                 outcomes.update(self.run([request], report, cancelled))
@@ -436,7 +444,7 @@ class Worker:
         conditioning = self._encode(loaded, requests)
         # 3. Prepare each request's mode inputs (starting picture, canvas, mask)
         inputs = {request.job_id: mode.prepare(request) for request in requests}
-        # 4. Denoise, in calls of at most MAX_BATCH images of one prompt length
+        # 4. Denoise and decode, in calls of at most MAX_BATCH images of one prompt length
         slots = [(request, index) for request in requests for index in range(request.count)]
         pictures, seconds = self._denoise(loaded, mode, slots, conditioning, inputs, report,
                                           cancelled)
@@ -446,14 +454,15 @@ class Worker:
             if cancelled(request.job_id):
                 continue
             finish = inputs[request.job_id].finish
+            made = [finish(Image.fromarray(pictures[(request.job_id, index)]))
+                    for index in range(request.count)]
+            flags = self._safety_flags(loaded, made)
             outcomes[request.job_id] = GenerationResult(
                 job_id=request.job_id,
                 model=request.model,
-                images=tuple(
-                    self._finish(loaded, request, index,
-                                 finish(pictures[(request.job_id, index)]))
-                    for index in range(request.count)
-                ),
+                images=tuple(self._finish(request, index, picture, nsfw)
+                             for index, (picture, nsfw) in enumerate(zip(made, flags,
+                                                                         strict=True))),
                 seconds=seconds[request.job_id],
                 batch_images=len(slots),
                 prompt_chunks=conditioning[_prompt_key(request)][0].chunks,
@@ -498,12 +507,14 @@ class Worker:
         report: Reporter | None,
         cancelled: CancelCheck,
     ) -> tuple[dict[tuple[str, int], Any], dict[str, float]]:
-        """Every slot's picture, by (job id, image index), and each job's share of the time.
+        """Every slot's picture (an H×W×3 array of bytes), by (job id, image index), and each
+        job's share of the time.
 
         Prompts of different lengths (in 75-token chunks) cannot share a call. Each length runs
         in calls of its own rather than being padded to another job's, which would make a job's
-        pictures depend on the jobs it happened to be batched with. A call that runs out of
-        memory is split in halves and tried again."""
+        pictures depend on the jobs it happened to be batched with. A call whose denoising runs
+        out of memory is split in halves and tried again; a decode that does is retried alone
+        (`_decode`), without denoising again."""
         first = slots[0][0]
         lengths: dict[int, list[tuple[GenerationRequest, int]]] = {}
         for slot in slots:
@@ -518,22 +529,30 @@ class Worker:
             if not live:
                 continue
             started = time.perf_counter()
+            out_of_memory = False
             try:
-                made = self._call(loaded, mode, live, conditioning, inputs, report, cancelled)
+                latents = self._call(loaded, mode, live, conditioning, inputs, report, cancelled)
             except Exception as error:
                 if not _is_out_of_memory(error):
                     raise
+                out_of_memory = True
+            if out_of_memory:
+                # Freed here, after the handler: until then its traceback holds the failed
+                # call's activations, and the retry would run out of memory again.
                 self._free_memory()
                 if len(live) == 1:
                     raise EngineError(
                         f"Out of GPU memory for one {first.width}×{first.height} image; "
-                        "try a smaller size or fewer steps"
-                    ) from error
+                        "try a smaller size or fewer steps")
                 half = len(live) // 2
                 log.warning("out of memory with %d images; retrying as %d + %d",
                             len(live), half, len(live) - half)
                 pending[:0] = [live[:half], live[half:]]
                 continue
+            if latents is None:  # every job of the call was cancelled while it ran
+                continue
+            made = self._decode(loaded, latents, first.width, first.height)
+            del latents
             share = (time.perf_counter() - started) / len(live)
             for (request, index), picture in zip(live, made, strict=True):
                 pictures[(request.job_id, index)] = picture
@@ -549,8 +568,9 @@ class Worker:
         inputs: dict[str, Inputs],
         report: Reporter | None,
         cancelled: CancelCheck,
-    ) -> list[Any]:
-        """One pipeline call for `slots` (request, image index); returns PIL images in order."""
+    ) -> Any:
+        """One pipeline call for `slots` (request, image index); returns their latents, in
+        order (None when the call was interrupted because every job in it was cancelled)."""
         import diffusers
         import torch
 
@@ -579,20 +599,82 @@ class Worker:
             guidance_scale=first.guidance,
             generator=[torch.Generator("cpu").manual_seed(request.seeds[index])
                        for request, index in slots],
-            output_type="pil",
+            output_type="latent",  # decoded by `_decode`, one picture at a time
             callback_on_step_end=self._on_step_end(loaded, slots, report, cancelled),
             callback_on_step_end_tensor_inputs=["latents"],
         )
-        # 4. Large pictures (upscales) are decoded in tiles, so the VAE's memory stays bounded
-        native = loaded.spec.family.native_side
-        if first.width * first.height > TILED_DECODE_AREA * native * native:
-            pipe.vae.enable_tiling()
-        else:
-            pipe.vae.disable_tiling()
-        # 5. Denoise and decode
+        # 4. Large pictures (upscales) are encoded in tiles, so the VAE's memory stays bounded
+        self._tile_for(pipe.vae, loaded, first.width, first.height)
+        # 5. Denoise
         with torch.inference_mode():
             output = pipe(**kwargs)
-        return list(output.images)
+        if all(cancelled(request.job_id) for request, _ in slots):
+            return None
+        return output.images
+
+    @staticmethod
+    def _tile_for(vae: Any, loaded: _Loaded, width: int, height: int) -> bool:
+        """Tile the VAE's work for pictures larger than `TILED_DECODE_AREA` times the model's
+        native area; returns whether it does."""
+        native = loaded.spec.family.native_side
+        tiled = width * height > TILED_DECODE_AREA * native * native
+        if tiled:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        return tiled
+
+    def _decode(self, loaded: _Loaded, latents: Any, width: int, height: int) -> list[Any]:
+        """Latents → pictures (H×W×3 arrays of bytes), decoded one at a time: the VAE's
+        activations at full resolution are the largest tensors of a job, and a batch of 8 of
+        them at once is what runs a card out of memory. A VAE that overflows in float16 (SDXL's,
+        `force_upcast`) decodes in float32 here, and only here. A picture that still does not
+        fit is decoded again in tiles; its latents are kept, so nothing is denoised twice."""
+        import torch
+
+        vae = loaded.pipe.vae
+        tiled = self._tile_for(vae, loaded, width, height)
+        upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+        pictures = []
+        # (the dtype changes outside inference mode, or the weights would become inference tensors)
+        with _decoding_dtype(vae, torch.float32 if upcast else vae.dtype), torch.inference_mode():
+            for row in range(latents.shape[0]):
+                one = latents[row:row + 1]
+                picture = self._decode_one(loaded, vae, one)
+                if picture is None and not tiled:
+                    log.warning("out of memory decoding one %d×%d picture; decoding it in tiles",
+                                width, height)
+                    vae.enable_tiling()
+                    picture = self._decode_one(loaded, vae, one)
+                    vae.disable_tiling()
+                if picture is None:
+                    raise EngineError(f"Out of GPU memory decoding one {width}×{height} image; "
+                                      "try a smaller size")
+                pictures.append(picture)
+        return pictures
+
+    def _decode_one(self, loaded: _Loaded, vae: Any, latents: Any) -> Any | None:
+        """One picture as an H×W×3 array of bytes, as the pipeline's own decode and
+        post-processing would make it; None when it ran out of memory."""
+        import torch
+
+        out_of_memory = False
+        try:
+            image = vae.decode(_unscaled(vae, latents.to(vae.dtype)), return_dict=False)[0]
+        except Exception as error:
+            if not _is_out_of_memory(error):
+                raise
+            out_of_memory = True
+        if out_of_memory:
+            self._free_memory()  # after the handler, whose traceback holds the activations
+            return None
+        watermark = getattr(loaded.pipe, "watermark", None)
+        if watermark is not None:  # SDXL's invisible watermark, where it is installed
+            image = watermark.apply_watermark(image)
+        # diffusers' `VaeImageProcessor.postprocess`, on the device: only bytes cross to the CPU
+        image = (image * 0.5 + 0.5).clamp(0, 1).float()
+        pixels = (image * 255).round().to(torch.uint8)
+        return pixels[0].permute(1, 2, 0).cpu().numpy()
 
     @staticmethod
     def _on_step_end(loaded: _Loaded, slots: list[tuple[GenerationRequest, int]],
@@ -620,8 +702,8 @@ class Worker:
 
         return on_step_end
 
-    def _finish(self, loaded: _Loaded, request: GenerationRequest, index: int,
-                picture: Any) -> GeneratedImage:
+    def _finish(self, request: GenerationRequest, index: int, picture: Any,
+                nsfw: bool) -> GeneratedImage:
         seed = request.seeds[index]
         parameters = a1111_parameters(
             prompt=request.prompt,
@@ -642,21 +724,23 @@ class Worker:
             png=encode_png(picture, parameters),
             width=picture.width,
             height=picture.height,
-            nsfw=self._is_nsfw(loaded, picture),
+            nsfw=nsfw,
         )
 
-    def _is_nsfw(self, loaded: _Loaded, picture: Any) -> bool:
-        if loaded.safety is None:
-            return False
+    def _safety_flags(self, loaded: _Loaded, pictures: Sequence[Any]) -> list[bool]:
+        """The safety checker's verdict on each picture, in one call for all of them."""
+        if loaded.safety is None or not pictures:
+            return [False] * len(pictures)
         import numpy as np
         import torch
 
         checker, extractor = loaded.safety
-        clip_input = extractor([picture], return_tensors="pt").pixel_values
-        array = np.asarray(picture, dtype=np.float32)[None] / 255.0
+        clip_input = extractor(list(pictures), return_tensors="pt").pixel_values
+        array = np.stack([np.asarray(picture, dtype=np.float32) for picture in pictures]) / 255.0
         with torch.inference_mode():
-            _, flags = checker(images=array, clip_input=clip_input.to(self.device, checker.dtype))
-        return bool(flags[0])
+            _, flags = checker(images=array,
+                               clip_input=clip_input.to(self.device, checker.dtype))
+        return [bool(flag) for flag in flags]
 
 
 @contextlib.contextmanager
@@ -667,6 +751,43 @@ def _peft_quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
         yield
+
+
+@contextlib.contextmanager
+def _decoding_dtype(vae: Any, dtype: Any) -> Iterator[None]:
+    """The VAE in `dtype` for a while (float32, to decode with a VAE that overflows in float16),
+    then back in its own."""
+    own = vae.dtype
+    if dtype == own:
+        yield
+        return
+    vae.to(dtype)
+    try:
+        yield
+    finally:
+        vae.to(own)
+
+
+def _unscaled(vae: Any, latents: Any) -> Any:
+    """Latents as the VAE decodes them: SDXL-style VAEs that publish their latents' mean and
+    spread are given them back, the others are divided by their scaling factor."""
+    config = vae.config
+    mean, spread = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and spread is not None:
+        import torch
+
+        shape = (1, len(mean), 1, 1)
+        mean_t = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
+        spread_t = torch.tensor(spread).view(shape).to(latents.device, latents.dtype)
+        return latents * spread_t / config.scaling_factor + mean_t
+    return latents / config.scaling_factor
+
+
+def _bare(error: EngineError) -> EngineError:
+    """`error` without the frames it was raised through: a job's error is kept until its job
+    is settled, and those frames hold the batch's tensors."""
+    error.__traceback__ = None
+    return error
 
 
 def _prompt_key(request: GenerationRequest) -> tuple[str, str]:
