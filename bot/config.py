@@ -30,6 +30,7 @@ class Settings:
     dev_guild_id: int | None = None
     sd_model: str = DEFAULT_MODEL
     sd_models: tuple[tuple[str, str], ...] = ()
+    sd_vae: tuple[tuple[str, str], ...] = ()  # (model name or `default`, VAE source)
     sd_device: str = "auto"
     sd_dtype: str = "auto"
     data_dir: Path = Path("data")
@@ -180,6 +181,9 @@ def load_settings(
         dev_guild_id=_parse(env, "DEV_GUILD_ID", None, _positive_int, "a server id (a number)"),
         sd_model=_text(env, "SD_MODEL", DEFAULT_MODEL),
         sd_models=sd_models,
+        sd_vae=_parse(env, "SD_VAE", no_models, _model_list,
+                      "a comma-separated list of model=source (model: a name from SD_MODELS, "
+                      "or default)"),
         sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES),
                          "one of " + ", ".join(DEVICES)),
         sd_dtype=_parse(env, "SD_DTYPE", "auto", _choice(DTYPES), "one of " + ", ".join(DTYPES)),

@@ -8,8 +8,9 @@ replayed on the thread that owns them):
 - fused QKV projections (one matmul instead of three) where the model allows it — not with
   LoRA adapters, which patch the separate projections;
 - TF32 matmuls for the few float32 operations left;
-- the VAE stays in float16 except where the model's config asks to upcast it (SDXL's VAE
-  overflows in float16; diffusers upcasts it only for decoding);
+- the VAE stays in float16; one that overflows there (SDXL's, `force_upcast` in its config)
+  decodes in float32, one picture at a time (`Worker._decode`), unless SD_VAE gives the model
+  an fp16-safe one;
 - with `SD_COMPILE=1`, `torch.compile` of the UNet and the VAE decoder, warmed up at load time
   on the shapes most jobs use, so no user waits for a compilation.
 """

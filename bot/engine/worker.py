@@ -194,18 +194,20 @@ class Worker:
 
         started = time.perf_counter()
         source = Path(spec.source).expanduser()
+        # SD_VAE: the model's own VAE is not even read
+        parts: dict[str, Any] = {"vae": vae} if (vae := self._load_vae(spec)) is not None else {}
         if spec.source in TINY_SOURCES:
             cache = Path(self.config.cache_dir)
             folder = build_tiny(cache / "tiny")
             if spec.source == "tiny-inpaint":
                 folder = build_tiny_inpaint(cache / "tiny-inpaint", folder)
-            pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=self.dtype)
+            pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=self.dtype, **parts)
         elif source.is_dir():
-            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype)
+            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype, **parts)
         elif source.suffix.lower() in SINGLE_FILE_SUFFIXES:
             cls = StableDiffusionXLPipeline if spec.sdxl else StableDiffusionPipeline
             try:
-                pipe = cls.from_single_file(str(source), dtype=self.dtype)
+                pipe = cls.from_single_file(str(source), dtype=self.dtype, **parts)
             except OSError as error:
                 # diffusers reads the components' configurations from the base model's hub
                 # repository (or the Hugging Face cache): say so instead of a cache traceback.
@@ -216,8 +218,28 @@ class Worker:
                     "hub or cache, and it was not found"
                 ) from error
         else:
-            pipe = self._load_from_hub(spec.source)
+            pipe = self._load_from_hub(spec.source, parts)
         return self._prepare(spec, pipe, started)
+
+    def _load_vae(self, spec: ModelSpec) -> Any | None:
+        """The VAE that SD_VAE gives `spec` (a diffusers folder, or one holding `vae/`, a single
+        file, or a hub repository), or None."""
+        if spec.vae is None:
+            return None
+        from diffusers import AutoencoderKL
+
+        source = Path(spec.vae).expanduser()
+        try:
+            if source.is_dir():
+                inner = "vae" if (source / "vae" / "config.json").is_file() else None
+                return AutoencoderKL.from_pretrained(source, subfolder=inner, dtype=self.dtype)
+            if source.suffix.lower() in SINGLE_FILE_SUFFIXES:
+                return AutoencoderKL.from_single_file(str(source), dtype=self.dtype)
+            return AutoencoderKL.from_pretrained(spec.vae, dtype=self.dtype)
+        except (OSError, ValueError) as error:
+            log.error("cannot load the VAE %s of model %s: %s", spec.vae, spec.name, error)
+            raise EngineError(f"The VAE of model `{spec.name}` (SD_VAE) could not be "
+                              "loaded") from error
 
     def adopt(self, spec: ModelSpec, pipe: Any) -> None:
         """Serve `spec` with a pipeline built elsewhere (benchmarks build full-size models from
@@ -245,18 +267,18 @@ class Worker:
                  f" ({', '.join(applied)})" if applied else "")
         return _Loaded(spec, pipe, safety)
 
-    def _load_from_hub(self, repo_id: str) -> Any:
+    def _load_from_hub(self, repo_id: str, parts: dict[str, Any]) -> Any:
         import torch
         from diffusers import AutoPipelineForText2Image
 
         if self.dtype == torch.float16:
             try:
                 return AutoPipelineForText2Image.from_pretrained(
-                    repo_id, dtype=self.dtype, variant="fp16"
+                    repo_id, dtype=self.dtype, variant="fp16", **parts
                 )
             except (OSError, ValueError):
                 log.info("%s has no fp16 variant; loading the full weights", repo_id)
-        return AutoPipelineForText2Image.from_pretrained(repo_id, dtype=self.dtype)
+        return AutoPipelineForText2Image.from_pretrained(repo_id, dtype=self.dtype, **parts)
 
     def model(self, name: str) -> _Loaded:
         """The loaded model `name`, loading it (and moving the least recently used off) first
