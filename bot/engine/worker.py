@@ -25,7 +25,7 @@ from bot.engine.conditioning import Conditioning, encode_pair
 from bot.engine.loras import find_lora, lora_files
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.modes import MODES, Inputs, ModeSpec
-from bot.engine.optimise import optimise, warm_up
+from bot.engine.optimise import compile_pipeline, configure_compiler, optimise, warm_up_requests
 from bot.engine.pngmeta import a1111_parameters, encode_png
 from bot.engine.preview import latents_to_png
 from bot.engine.samplers import make_scheduler, sampler
@@ -58,6 +58,9 @@ class WorkerConfig:
     cache_dir: str = "data/models"
     compile: bool = False
     lora_dir: str | None = None
+    # torch.compile's backend with `compile`; tests trace with `eager` (the same graphs and
+    # guards, without generating code, which takes minutes on a CPU)
+    compile_backend: str = "inductor"
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,10 @@ class _Loaded:
     safety: tuple[Any, Any] | None  # (checker, feature extractor) when the model ships one
     # LoRAs loaded into this model by name, least recently used first.
     adapters: OrderedDict[str, _Adapter] = field(default_factory=OrderedDict)
+    # Compiled models: the LoRAs merged into the weights (file, stamp, weight), and the weights
+    # they changed as they were, by `component.module`
+    merged: tuple[tuple[str, tuple[int, int], float], ...] = ()
+    originals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Worker:
@@ -177,9 +184,12 @@ class Worker:
 
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         self.specs = {spec.name: spec for spec in config.models}
+        if config.compile:
+            configure_compiler(2 * len(config.models))  # with their inpainting checkpoints
         # LoRA adapters patch the separate q/k/v projections: left unfused where LoRAs may be used.
         self.fuse_qkv = config.lora_dir is None
         self._adapter_ids = itertools.count(1)
+        self._lora_cache: OrderedDict[tuple[str, tuple[int, int]], dict[str, Any]] = OrderedDict()
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self.jobs_done = 0
 
@@ -246,7 +256,9 @@ class Worker:
         their configs); it is prepared like a loaded one. Call from the worker's thread."""
         self.specs[spec.name] = spec
         self._make_room()
-        self._loaded[spec.name] = self._prepare(spec, pipe, time.perf_counter())
+        self._loaded[spec.name] = loaded = self._prepare(spec, pipe, time.perf_counter())
+        if self.config.compile:
+            self._warm_up(loaded)
 
     def _prepare(self, spec: ModelSpec, pipe: Any, started: float) -> _Loaded:
         """Move a pipeline to the device, take out its safety checker, optimise it."""
@@ -258,10 +270,10 @@ class Worker:
             pipe.safety_checker = None
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
-        applied = optimise(pipe, self.device, fuse_qkv=self.fuse_qkv, compile=self.config.compile)
-        text_to_image = getattr(getattr(pipe, "unet", None), "config", {}).get("in_channels") != 9
-        if self.config.compile and self.device == "cuda" and text_to_image:
-            warm_up(pipe, spec.family.native_side, sorted({1, 4, self.config.max_batch}))
+        applied = optimise(pipe, self.device, fuse_qkv=self.fuse_qkv)
+        if self.config.compile:
+            compile_pipeline(pipe, self.config.compile_backend)
+            applied.append("compiled")
         log.info("loaded model %s (%s) on %s in %.1f s%s", spec.name, spec.family.label,
                  self.device, time.perf_counter() - started,
                  f" ({', '.join(applied)})" if applied else "")
@@ -300,7 +312,25 @@ class Worker:
         self._make_room()
         loaded = self._load(spec)
         self._loaded[name] = loaded
+        if self.config.compile:
+            self._warm_up(loaded)
         return loaded
+
+    def _warm_up(self, loaded: _Loaded) -> None:
+        """Run what the bot asks of the model once each (`warm_up_requests`), so that its
+        graphs are compiled now rather than while a user waits; a model that cannot be
+        compiled is not kept."""
+        started = time.perf_counter()
+        inpainting = loaded.pipe.unet.config.get("in_channels") == 9
+        requests = warm_up_requests(loaded.spec, self.config.max_batch, inpainting)
+        try:
+            for request in requests:
+                self._run_together([request], None, lambda job_id: False)
+        except BaseException:
+            del self._loaded[loaded.spec.name]
+            raise
+        log.info("warmed up model %s for compiled graphs: %d requests in %.1f s",
+                 loaded.spec.name, len(requests), time.perf_counter() - started)
 
     def loaded_models(self) -> list[str]:
         """Models in memory, least recently used first, with where they are: `name@cuda`."""
@@ -344,6 +374,9 @@ class Worker:
     def _use_loras(self, loaded: _Loaded, loras: tuple[tuple[str, float], ...]) -> None:
         """Make exactly `loras` active at their weights. Adapters stay loaded in the model, so
         the next job with the same LoRA does not read it from disk again."""
+        if self.config.compile:
+            self._merge_loras(loaded, loras)
+            return
         pipe = loaded.pipe
         if not loras:
             if loaded.adapters:
@@ -397,6 +430,101 @@ class Worker:
         log.info("loaded LoRA %s into model %s in %.2f s", found, loaded.spec.name,
                  time.perf_counter() - started)
         return adapter
+
+    def _merge_loras(self, loaded: _Loaded, loras: tuple[tuple[str, float], ...]) -> None:
+        """A compiled model gets its LoRAs merged into its weights: loaded as adapters, fused,
+        and the adapters removed again, so the model keeps the structure its graphs were
+        compiled for (adapter layers, their names and weights would each recompile it). The
+        weights they change are kept as they were, and put back before the next merge:
+        subtracting a LoRA again would drift, in float16, a little further each time."""
+        files = lora_files(self.config.lora_dir)
+        wanted: list[tuple[str, tuple[int, int], float]] = []
+        for name, weight in loras:
+            found = find_lora(files, name)
+            if found is None:
+                raise EngineError(f"LoRA `{name}` is not in LORA_DIR")
+            stat = files[found].stat()
+            wanted.append((found, (stat.st_mtime_ns, stat.st_size), weight))
+        if tuple(wanted) == loaded.merged:
+            return
+        pipe = loaded.pipe
+        self._unmerge(loaded)
+        if not wanted:
+            return
+        started = time.perf_counter()
+        names = [f"merge_{index}" for index in range(len(wanted))]
+        try:
+            for adapter, (found, stamp, _) in zip(names, wanted, strict=True):
+                try:
+                    with _peft_quiet():
+                        pipe.load_lora_weights(dict(self._lora_weights(files[found], stamp)),
+                                               adapter_name=adapter)
+                except Exception as error:
+                    log.warning("LoRA %s does not load into model %s: %s", found,
+                                loaded.spec.name, error)
+                    raise EngineError(f"LoRA `{found}` does not fit model `{loaded.spec.name}` "
+                                      f"({loaded.spec.family.label})") from None
+            pipe.set_adapters(names, [weight for _, _, weight in wanted])
+            self._keep_originals(loaded)
+            loaded.merged = tuple(wanted)  # from here, `_unmerge` puts the weights back
+            parts = [part for part in ("unet", "text_encoder", "text_encoder_2")
+                     if getattr(pipe, part, None) is not None]
+            pipe.fuse_lora(components=parts, adapter_names=names)
+        except BaseException:
+            with _peft_quiet():
+                pipe.unload_lora_weights()
+            self._unmerge(loaded)
+            raise
+        with _peft_quiet():
+            pipe.unload_lora_weights()  # the layers go; the fused weights stay
+        log.info("merged LoRAs %s into model %s in %.2f s",
+                 ", ".join(f"{found}:{weight:g}" for found, _, weight in wanted),
+                 loaded.spec.name, time.perf_counter() - started)
+
+    def _lora_weights(self, path: Path, stamp: tuple[int, int]) -> dict[str, Any]:
+        """A LoRA file's tensors, read once while it does not change (a few recent ones)."""
+        key = (str(path), stamp)
+        cached = self._lora_cache.get(key)
+        if cached is None:
+            from safetensors.torch import load_file
+
+            cached = self._lora_cache[key] = load_file(path)
+            while len(self._lora_cache) > ADAPTERS_KEPT:
+                self._lora_cache.popitem(last=False)
+        self._lora_cache.move_to_end(key)
+        return cached
+
+    @staticmethod
+    def _keep_originals(loaded: _Loaded) -> None:
+        """Copy, once, each weight that the loaded adapters are about to change."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for part in ("unet", "text_encoder", "text_encoder_2"):
+            model = getattr(loaded.pipe, part, None)
+            if model is None:
+                continue
+            for path, module in model.named_modules():
+                key = f"{part}.{path}"
+                if isinstance(module, BaseTunerLayer) and key not in loaded.originals:
+                    base = module.get_base_layer()
+                    loaded.originals[key] = {
+                        name: tensor.detach().to("cpu", copy=True)
+                        for name, tensor in base.named_parameters(recurse=False)}
+
+    @staticmethod
+    def _unmerge(loaded: _Loaded) -> None:
+        """Put back the weights merged LoRAs changed."""
+        import torch
+
+        if not loaded.merged:
+            return
+        with torch.no_grad():
+            for key, tensors in loaded.originals.items():
+                part, _, path = key.partition(".")
+                module = getattr(loaded.pipe, part).get_submodule(path)
+                for name, original in tensors.items():
+                    getattr(module, name).copy_(original)
+        loaded.merged = ()
 
     @staticmethod
     def _drop_adapter(loaded: _Loaded, name: str) -> None:
