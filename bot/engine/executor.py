@@ -32,7 +32,7 @@ from bot.engine.types import (
     JobCancelled,
     Progress,
 )
-from bot.engine.worker import Outcome, Reporter, StepReport, Worker
+from bot.engine.worker import DeviceFault, Outcome, Reporter, StepReport, Worker
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,17 @@ class ExecutorClosed(Exception):
 
 
 class WorkerLost(Exception):
-    """The worker's process or machine went away during a batch; the batch can run elsewhere."""
+    """The worker's process or machine went away during a batch; the batch can run elsewhere.
+    A job runs into this at most `attempts` times before it fails."""
+
+    def __init__(self, message: str = "", attempts: int = MAX_ATTEMPTS) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+# A job whose batch broke the GPU (a CUDA error that leaves the worker unusable) runs once more,
+# on a worker built again; if it breaks that one too, it fails.
+FAULT_ATTEMPTS = 2
 
 
 def _settle(future: asyncio.Future[Any], result: Any = None,
@@ -419,7 +429,7 @@ class Executor:
         except WorkerLost as error:
             log.warning("worker %s was lost during a batch of %d jobs (%s); they go back to the "
                         "head of the queue", slot.name, len(batch), error)
-            self._requeue(batch)
+            self._requeue(batch, error.attempts)
             return True
         except EngineError as error:
             outcomes = {r.job_id: error for r in batch}
@@ -443,8 +453,9 @@ class Executor:
                 _settle(job.future, outcome)
         return False
 
-    def _requeue(self, batch: list[GenerationRequest]) -> None:
-        """Put a lost batch back at the head of the queue, in its order, for another worker."""
+    def _requeue(self, batch: list[GenerationRequest], attempts: int = MAX_ATTEMPTS) -> None:
+        """Put a lost batch back at the head of the queue, in its order, for another worker;
+        a job lost `attempts` times fails instead."""
         for request in reversed(batch):
             job = self._jobs[request.job_id]
             del self._running[request.job_id]
@@ -455,7 +466,7 @@ class Executor:
             elif self._closing:
                 del self._jobs[request.job_id]
                 _settle(job.future, error=ExecutorClosed())
-            elif job.attempts >= MAX_ATTEMPTS:
+            elif job.attempts >= attempts:
                 del self._jobs[request.job_id]
                 _settle(job.future, error=EngineError(
                     f"The worker running this job was lost {job.attempts} times; giving up"))
@@ -512,7 +523,12 @@ class Executor:
 
 
 class ThreadWorker(WorkerSlot):
-    """A `Worker` on a thread of this process: built, warmed up and run there, and only there."""
+    """A `Worker` on a thread of this process: built, warmed up and run there, and only there.
+
+    When the GPU fails for good during a batch (`DeviceFault`), the worker ends: the batch goes
+    back to the queue as a lost worker's would, and `recover` builds a new worker on a new
+    thread. (A CUDA context that the error poisoned for the whole process fails that rebuild's
+    warm-up; the slot is then gone, and the bot must be restarted.)"""
 
     def __init__(self, factory: Callable[[], Worker], warm_up: GenerationRequest | None,
                  name: str = "local") -> None:
@@ -551,9 +567,24 @@ class ThreadWorker(WorkerSlot):
         try:
             outcomes: dict[str, Outcome] = await asyncio.wrap_future(
                 self._thread.submit(self.worker.run, list(batch), report_soon, cancelled))
+        except DeviceFault as fault:
+            log.error("worker %s: the GPU failed (%s); building the worker again", self.name,
+                      fault)
+            self.worker = None
+            self._thread.stop()
+            raise WorkerLost(f"the GPU failed: {fault}", attempts=FAULT_ATTEMPTS) from None
         finally:
             self.details = describe_worker(self.worker)
         return outcomes
+
+    async def recover(self) -> bool:
+        """Build the worker again after a GPU failure, on a new thread."""
+        try:
+            await self.start()
+        except Exception:
+            log.exception("worker %s could not be built again", self.name)
+            return False
+        return True
 
     async def stop(self) -> None:
         if self._thread is not None:

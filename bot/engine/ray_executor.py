@@ -41,7 +41,14 @@ from bot.engine.executor import (
     describe_worker,
 )
 from bot.engine.types import GenerationRequest
-from bot.engine.worker import Outcome, Reporter, StepReport, Worker, WorkerConfig
+from bot.engine.worker import (
+    DeviceFault,
+    Outcome,
+    Reporter,
+    StepReport,
+    Worker,
+    WorkerConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +161,12 @@ class WorkerActor:
         try:
             outcomes: dict[str, Outcome] = self._thread.submit(
                 self.worker.run, batch, self._report, self._is_cancelled).result()
+        except DeviceFault as fault:
+            # The GPU is unusable to this process: end it, and Ray starts the worker again (the
+            # bot puts the batch back in the queue, as for any worker that died).
+            log.critical("the GPU failed (%s); ending this worker so that Ray restarts it", fault)
+            logging.shutdown()
+            os._exit(1)
         finally:
             with self._lock:
                 self._cancelled.difference_update(request.job_id for request in batch)

@@ -169,6 +169,29 @@ class _Loaded:
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class DeviceFault(Exception):
+    """The GPU failed in a way that leaves it unusable to this process (CUDA's "an illegal
+    memory access was encountered", a device-side assert): every later call would fail too,
+    so the worker must end and be built again, and its batch run elsewhere."""
+
+
+FAULT_MARKERS = ("CUDA error", "CUBLAS_STATUS_", "CUDNN_STATUS_", "cuDNN error",
+                 "device-side assert", "unspecified launch failure")
+
+
+def is_device_fault(error: BaseException) -> bool:
+    """Whether `error` is a GPU error other than running out of memory."""
+    import torch
+
+    if _is_out_of_memory(error):
+        return False
+    accelerator = getattr(torch, "AcceleratorError", None)  # CUDA errors, from torch 2.8
+    if accelerator is not None and isinstance(error, accelerator):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error)
+                                                   for marker in FAULT_MARKERS)
+
+
 class Worker:
     """Loads models lazily, keeps at most `models_loaded` on the device, runs batches."""
 
@@ -548,20 +571,28 @@ class Worker:
         report: Reporter | None = None,
         cancelled: CancelCheck = lambda job_id: False,
     ) -> dict[str, Outcome]:
-        """Run compatible requests together; each job gets its result or its own exception."""
+        """Run compatible requests together; each job gets its result or its own exception.
+        Raises `DeviceFault` when the GPU failed for good."""
         started = time.perf_counter()
         failed = False
+        fault = ""
         try:
             outcomes = self._run_together(requests, report, cancelled)
         except EngineError as error:
             return {request.job_id: _bare(error) for request in requests}
-        except Exception:
-            if len(requests) == 1:
+        except Exception as error:
+            if is_device_fault(error):
+                log.error("the GPU failed on a batch of %d jobs", len(requests), exc_info=True)
+                fault = str(error).strip().splitlines()[0]
+            elif len(requests) == 1:
                 log.exception("job %s failed", requests[0].job_id)
                 return {requests[0].job_id: EngineError("The image pipeline failed on this job")}
-            log.warning("a batch of %d jobs failed; running them one by one", len(requests),
-                        exc_info=True)
-            failed = True
+            else:
+                log.warning("a batch of %d jobs failed; running them one by one", len(requests),
+                            exc_info=True)
+                failed = True
+        if fault:
+            raise DeviceFault(fault)
         if failed:
             # Out of the handler first: its traceback holds the failed call's tensors.
             self._free_memory()

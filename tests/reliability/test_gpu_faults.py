@@ -170,3 +170,50 @@ async def test_the_error_of_an_out_of_memory_job_holds_no_tensors(
     assert str(outcome).startswith("Out of GPU memory for one 128×128 image")
     # no cause, context or traceback that would keep the failed call's frames alive
     assert (outcome.__cause__, outcome.__context__, outcome.__traceback__) == (None, None, None)
+
+
+def illegal_access() -> BaseException:
+    """What CUDA raises after a kernel wrote where it must not; the context stays broken."""
+    return torch.AcceleratorError(
+        "CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be "
+        "asynchronously reported at some other API call")
+
+
+async def test_a_cuda_error_ends_the_worker_and_the_job_runs_again_on_a_new_one(
+        atelier: Atelier, model: Any) -> None:
+    assert atelier.bot is not None
+    broken = atelier.bot.executor.worker
+    expected = await finished(await atelier.imagine("a red fox --seed 42", count=1))
+
+    def fault(module: Any, args: Any) -> None:
+        raise illegal_access()
+
+    model.handles.append(model.unet.register_forward_pre_hook(fault))
+    message = await finished(await atelier.imagine("a red fox --seed 42", count=1), 60)
+    # built again: a new worker, with a new model that the fault does not touch
+    assert atelier.bot.executor.worker is not broken
+    assert [w.state for w in atelier.bot.executor.workers()] == ["ready"]
+    assert (pixels(message.attachment_bytes()) == pixels(expected.attachment_bytes())).all()
+    [job] = rows(atelier, "SELECT status FROM jobs WHERE id = ?", job_id_of(message))
+    assert job["status"] == "done"
+
+
+async def test_a_job_that_breaks_the_gpu_twice_fails_and_the_others_go_on(
+        atelier: Atelier, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.engine.worker import Worker
+
+    call = Worker._call
+    workers: set[int] = set()
+
+    def faulty(self: Worker, loaded: Any, mode: Any, slots: list[Any], *rest: Any) -> Any:
+        if any(request.prompt == "crash" for request, _ in slots):
+            workers.add(id(self))
+            raise illegal_access()
+        return call(self, loaded, mode, slots, *rest)
+
+    monkeypatch.setattr(Worker, "_call", faulty)  # every worker built from now on, too
+    failed = await finished(await atelier.imagine("crash", count=1), 90)
+    assert "Failed — The worker running this job was lost 2 times" in failed.content
+    assert len(workers) == 2  # tried once more, on a worker built again
+    fine = await finished(await atelier.imagine("a calm lake", count=1), 60)
+    assert fine.attachments
