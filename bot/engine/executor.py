@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import math
 import queue
@@ -32,11 +33,12 @@ from bot.engine.types import (
     JobCancelled,
     Progress,
 )
-from bot.engine.worker import DeviceFault, Outcome, Reporter, StepReport, Worker
+from bot.engine.worker import DeviceFault, Finishing, Outcome, Reporter, StepReport, Worker
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
+Finished = asyncio.Future[GenerationResult]  # a job whose pictures are being finished
 
 # A job whose worker dies this many times is failed rather than retried: a request that crashes
 # the process (a driver bug, memory) must not take down every worker in turn.
@@ -183,9 +185,10 @@ class WorkerSlot:
         raise NotImplementedError
 
     async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
-                  cancelled: Callable[[str], bool]) -> dict[str, Outcome]:
+                  cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         """Run one batch. `report` is called on the event loop. Raises `WorkerLost` when the
-        worker went away; then the batch has produced nothing."""
+        worker went away; then the batch has produced nothing. A job's outcome may still be
+        on its way (a future): the slot is free for the next batch meanwhile."""
         raise NotImplementedError
 
     def cancel(self, job_id: str) -> None:
@@ -445,13 +448,23 @@ class Executor:
             del self._running[request.job_id]
             self._cancelled.discard(request.job_id)
             outcome = outcomes.get(request.job_id, JobCancelled())
-            if isinstance(outcome, BaseException):
-                _settle(job.future, error=outcome)
+            if isinstance(outcome, asyncio.Future):  # settled when its pictures are finished
+                outcome.add_done_callback(functools.partial(self._finished, slot, job))
             else:
-                self.jobs_done += 1
-                slot.jobs_done += 1
-                _settle(job.future, outcome)
+                self._conclude(slot, job, outcome)
         return False
+
+    def _finished(self, slot: WorkerSlot, job: _Job, finishing: Finished) -> None:
+        self._conclude(slot, job, JobCancelled() if finishing.cancelled()
+                       else finishing.exception() or finishing.result())
+
+    def _conclude(self, slot: WorkerSlot, job: _Job, outcome: Outcome) -> None:
+        if isinstance(outcome, BaseException):
+            _settle(job.future, error=outcome)
+        else:
+            self.jobs_done += 1
+            slot.jobs_done += 1
+            _settle(job.future, outcome)
 
     def _requeue(self, batch: list[GenerationRequest], attempts: int = MAX_ATTEMPTS) -> None:
         """Put a lost batch back at the head of the queue, in its order, for another worker;
@@ -554,7 +567,7 @@ class ThreadWorker(WorkerSlot):
         return worker
 
     async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
-                  cancelled: Callable[[str], bool]) -> dict[str, Outcome]:
+                  cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         assert self.worker is not None and self._thread is not None
         loop = asyncio.get_running_loop()
 
@@ -565,8 +578,10 @@ class ThreadWorker(WorkerSlot):
                 pass
 
         try:
-            outcomes: dict[str, Outcome] = await asyncio.wrap_future(
-                self._thread.submit(self.worker.run, list(batch), report_soon, cancelled))
+            # The engine's thread is free again once the pictures are decoded; they are
+            # finished (safety check, PNGs) on other threads while it runs the next batch.
+            finishing: dict[str, Finishing] = await asyncio.wrap_future(
+                self._thread.submit(self.worker.start, list(batch), report_soon, cancelled))
         except DeviceFault as fault:
             log.error("worker %s: the GPU failed (%s); building the worker again", self.name,
                       fault)
@@ -575,7 +590,7 @@ class ThreadWorker(WorkerSlot):
             raise WorkerLost(f"the GPU failed: {fault}", attempts=FAULT_ATTEMPTS) from None
         finally:
             self.details = describe_worker(self.worker)
-        return outcomes
+        return {job_id: asyncio.wrap_future(future) for job_id, future in finishing.items()}
 
     async def recover(self) -> bool:
         """Build the worker again after a GPU failure, on a new thread."""
@@ -590,6 +605,8 @@ class ThreadWorker(WorkerSlot):
         if self._thread is not None:
             self._thread.stop()
             await asyncio.to_thread(self._thread.join)
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.drain)  # the last pictures are finished first
 
 
 class LocalExecutor(Executor):

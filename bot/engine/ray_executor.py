@@ -35,6 +35,7 @@ from typing import Any
 from bot.engine.executor import (
     EngineThread,
     Executor,
+    Finished,
     WorkerDetails,
     WorkerLost,
     WorkerSlot,
@@ -269,7 +270,7 @@ class RayWorker(WorkerSlot):
                  details.pid, " (reused)" if reused is not None else "")
 
     async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
-                  cancelled: Callable[[str], bool]) -> dict[str, Outcome]:
+                  cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         from ray.exceptions import RayError, RayTaskError
 
         ref = self.actor.run.remote(list(batch))
@@ -289,7 +290,7 @@ class RayWorker(WorkerSlot):
         done.set()
         # a last poll: the steps run since the one before, so progress ends where it did
         await polling
-        return outcomes
+        return dict(outcomes)
 
     async def _poll(self, report: Reporter, done: asyncio.Event) -> None:
         """Fetch the batch's newest progress every `POLL_INTERVAL` until `done`, then once more."""

@@ -5,6 +5,7 @@ inputs and outputs are the plain dataclasses of `bot.engine.types`."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import itertools
@@ -14,6 +15,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.modes import MODES, Inputs, ModeSpec
 from bot.engine.optimise import compile_pipeline, configure_compiler, optimise, warm_up_requests
 from bot.engine.pngmeta import a1111_parameters, encode_png
-from bot.engine.preview import latents_to_png
+from bot.engine.preview import latents_to_rgb, rgb_to_png
 from bot.engine.samplers import make_scheduler, sampler
 from bot.engine.tiny import TINY_SOURCES, build_tiny, build_tiny_inpaint
 from bot.engine.types import (
@@ -61,6 +63,9 @@ class WorkerConfig:
     # torch.compile's backend with `compile`; tests trace with `eager` (the same graphs and
     # guards, without generating code, which takes minutes on a CPU)
     compile_backend: str = "inductor"
+    # threads that finish pictures (safety check, PNG encoding) while the engine's thread goes
+    # on with the next batch; 0 = on the engine's thread itself (benchmarks compare the two)
+    finish_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,22 @@ class StepReport:
 Reporter = Callable[[StepReport], None]
 CancelCheck = Callable[[str], bool]
 Outcome = GenerationResult | BaseException
+Finishing = Future[GenerationResult]  # a job's pictures, being finished on another thread
+
+
+@dataclass
+class EngineTimes:
+    """Seconds the engine's thread was busy running batches, and how much of that inside
+    pipeline calls (denoising and decoding, less the step callbacks): the rest is the GPU's
+    idle time whenever the CPU work is not hidden behind queued GPU work."""
+
+    engine: float = 0.0
+    pipeline: float = 0.0
+    images: int = 0
+
+    @property
+    def outside(self) -> float:
+        return max(0.0, self.engine - self.pipeline)
 
 
 def gpu_problem() -> str | None:
@@ -215,6 +236,11 @@ class Worker:
         self._lora_cache: OrderedDict[tuple[str, tuple[int, int]], dict[str, Any]] = OrderedDict()
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self.jobs_done = 0
+        self._finishers = (ThreadPoolExecutor(config.finish_threads, "atelier-finish")
+                           if config.finish_threads else None)
+        self._times = EngineTimes()
+        self._unfinished: set[Finishing] = set()
+        self._callback_seconds = 0.0
 
     # ---- models -----------------------------------------------------------------------------
 
@@ -348,7 +374,9 @@ class Worker:
         requests = warm_up_requests(loaded.spec, self.config.max_batch, inpainting)
         try:
             for request in requests:
-                self._run_together([request], None, lambda job_id: False)
+                for finishing in self._run_together([request], None,
+                                                    lambda job_id: False).values():
+                    finishing.result()
         except BaseException:
             del self._loaded[loaded.spec.name]
             raise
@@ -571,46 +599,81 @@ class Worker:
         report: Reporter | None = None,
         cancelled: CancelCheck = lambda job_id: False,
     ) -> dict[str, Outcome]:
-        """Run compatible requests together; each job gets its result or its own exception.
-        Raises `DeviceFault` when the GPU failed for good."""
+        """Run compatible requests together and wait for their pictures; each job gets its
+        result or its own exception. Raises `DeviceFault` when the GPU failed for good."""
+        return {job_id: _outcome(finishing)
+                for job_id, finishing in self.start(requests, report, cancelled).items()}
+
+    def start(
+        self,
+        requests: Sequence[GenerationRequest],
+        report: Reporter | None = None,
+        cancelled: CancelCheck = lambda job_id: False,
+    ) -> dict[str, Finishing]:
+        """Run compatible requests together on this thread, up to their decoded pictures, and
+        hand those to the finishing threads (safety check, PNGs), so that this thread can start
+        the next batch meanwhile. Each job's future gets its result or its own `EngineError`;
+        a job cancelled before its pictures were made gets none. Raises `DeviceFault` when the
+        GPU failed for good."""
         started = time.perf_counter()
         failed = False
         fault = ""
         try:
-            outcomes = self._run_together(requests, report, cancelled)
+            finishing = self._run_together(requests, report, cancelled)
         except EngineError as error:
-            return {request.job_id: _bare(error) for request in requests}
+            return {request.job_id: _failed(_bare(error)) for request in requests}
         except Exception as error:
             if is_device_fault(error):
                 log.error("the GPU failed on a batch of %d jobs", len(requests), exc_info=True)
                 fault = str(error).strip().splitlines()[0]
             elif len(requests) == 1:
                 log.exception("job %s failed", requests[0].job_id)
-                return {requests[0].job_id: EngineError("The image pipeline failed on this job")}
+                return {requests[0].job_id: _failed(
+                    EngineError("The image pipeline failed on this job"))}
             else:
                 log.warning("a batch of %d jobs failed; running them one by one", len(requests),
                             exc_info=True)
                 failed = True
+        finally:
+            self._times.engine += time.perf_counter() - started
         if fault:
             raise DeviceFault(fault)
         if failed:
             # Out of the handler first: its traceback holds the failed call's tensors.
             self._free_memory()
             # One bad request must not fail the others: run each alone to find it.
-            outcomes = {}
+            finishing = {}
             for request in requests:
-                outcomes.update(self.run([request], report, cancelled))
-            return outcomes
+                finishing.update(self.start([request], report, cancelled))
+            return finishing
         self.jobs_done += len(requests)
         log.debug("ran %d jobs in %.2f s", len(requests), time.perf_counter() - started)
-        return outcomes
+        return finishing
+
+    @property
+    def times(self) -> EngineTimes:
+        """Where the engine's thread spent its time so far."""
+        return replace(self._times)
+
+    def finish_on(self, threads: int) -> None:
+        """Finish pictures on `threads` threads from now on (0: on the engine's own thread), as
+        `finish_threads` would; benchmarks compare the two on one prepared model."""
+        self.drain()
+        old, self._finishers = self._finishers, (
+            ThreadPoolExecutor(threads, "atelier-finish") if threads else None)
+        if old is not None:
+            old.shutdown(wait=True)
+
+    def drain(self) -> None:
+        """Wait until every picture handed to the finishing threads is finished."""
+        concurrent.futures.wait(list(self._unfinished))
 
     def _run_together(
         self,
         requests: Sequence[GenerationRequest],
         report: Reporter | None,
         cancelled: CancelCheck,
-    ) -> dict[str, Outcome]:
+    ) -> dict[str, Finishing]:
         first = requests[0]
         if any(request.batch_key() != first.batch_key() for request in requests):
             raise ValueError("requests in one batch must share their batch key")
@@ -629,26 +692,30 @@ class Worker:
         slots = [(request, index) for request in requests for index in range(request.count)]
         pictures, seconds = self._denoise(loaded, mode, slots, conditioning, inputs, report,
                                           cancelled)
-        # 5. Finish: keep the kept pixels, safety check, PNGs with their parameters
-        outcomes: dict[str, Outcome] = {}
-        for request in requests:
-            if cancelled(request.job_id):
-                continue
-            finish = inputs[request.job_id].finish
-            made = [finish(Image.fromarray(pictures[(request.job_id, index)]))
-                    for index in range(request.count)]
-            flags = self._safety_flags(loaded, made)
-            outcomes[request.job_id] = GenerationResult(
-                job_id=request.job_id,
-                model=request.model,
-                images=tuple(self._finish(request, index, picture, nsfw)
-                             for index, (picture, nsfw) in enumerate(zip(made, flags,
-                                                                         strict=True))),
-                seconds=seconds[request.job_id],
-                batch_images=len(slots),
-                prompt_chunks=conditioning[_prompt_key(request)][0].chunks,
-            )
-        return outcomes
+        self._times.images += len(pictures)
+        # 5. Finish on the finishing threads: keep the kept pixels, safety check, PNGs
+        kept = [request for request in requests if not cancelled(request.job_id)]
+        results = [GenerationResult(job_id=request.job_id, model=request.model, images=(),
+                                    seconds=seconds[request.job_id], batch_images=len(slots),
+                                    prompt_chunks=conditioning[_prompt_key(request)][0].chunks)
+                   for request in kept]
+        finishing: dict[str, Finishing] = {request.job_id: Future() for request in kept}
+        for future in finishing.values():
+            self._unfinished.add(future)
+            future.add_done_callback(self._unfinished.discard)
+        self._finishing(self._finish_batch, loaded, kept, results,
+                        [inputs[request.job_id].finish for request in kept],
+                        [[pictures[(request.job_id, index)] for index in range(request.count)]
+                         for request in kept],
+                        [finishing[request.job_id] for request in kept])
+        return finishing
+
+    def _finishing(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn` on a finishing thread, or here when there are none (FINISH_THREADS=0)."""
+        if self._finishers is None:
+            fn(*args)
+        else:
+            self._finishers.submit(fn, *args)
 
     def _model_for(self, request: GenerationRequest) -> _Loaded:
         """The model that serves `request`: for inpainting, the model's dedicated inpainting
@@ -734,7 +801,10 @@ class Worker:
                 continue
             made = self._decode(loaded, latents, first.width, first.height)
             del latents
-            share = (time.perf_counter() - started) / len(live)
+            elapsed = time.perf_counter() - started
+            self._times.pipeline += elapsed - self._callback_seconds
+            self._callback_seconds = 0.0
+            share = elapsed / len(live)
             for (request, index), picture in zip(live, made, strict=True):
                 pictures[(request.job_id, index)] = picture
                 seconds[request.job_id] += share
@@ -857,31 +927,69 @@ class Worker:
         pixels = (image * 255).round().to(torch.uint8)
         return pixels[0].permute(1, 2, 0).cpu().numpy()
 
-    @staticmethod
-    def _on_step_end(loaded: _Loaded, slots: list[tuple[GenerationRequest, int]],
+    def _on_step_end(self, loaded: _Loaded, slots: list[tuple[GenerationRequest, int]],
                      report: Reporter | None, cancelled: CancelCheck) -> Callable[..., Any]:
         """Progress (with a preview of each job's first image now and then) and cancellation,
-        after every step of a call."""
+        after every step of a call. Previews are projected here and made into PNGs on a
+        finishing thread; each goes out with the first step report after it is ready."""
         job_ids = tuple(dict.fromkeys(request.job_id for request, _ in slots))
         first_slot = {job_id: next(i for i, (request, _) in enumerate(slots)
                                    if request.job_id == job_id) for job_id in job_ids}
         last_preview = [0.0]
+        ready: dict[str, bytes] = {}  # filled by a finishing thread
+
+        def encode(pixels: dict[str, Any]) -> None:
+            ready.update({job_id: rgb_to_png(rgb) for job_id, rgb in pixels.items()})
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+            now = time.perf_counter()
             if all(cancelled(job_id) for job_id in job_ids):
                 pipe._interrupt = True
             elif report is not None:
-                previews: dict[str, bytes] = {}
-                now = time.monotonic()
-                if now - last_preview[0] >= PREVIEW_INTERVAL and step + 1 < pipe.num_timesteps:
-                    last_preview[0] = now
+                if (time.monotonic() - last_preview[0] >= PREVIEW_INTERVAL
+                        and step + 1 < pipe.num_timesteps):
+                    last_preview[0] = time.monotonic()
                     latents = tensors["latents"]
-                    previews = {job_id: latents_to_png(latents[i], loaded.spec.sdxl)
-                                for job_id, i in first_slot.items()}
+                    self._finishing(encode, {job_id: latents_to_rgb(latents[i], loaded.spec.sdxl)
+                                             for job_id, i in first_slot.items()})
+                previews = {job_id: ready.pop(job_id) for job_id in list(ready)}
                 report(StepReport(job_ids, step + 1, pipe.num_timesteps, previews))
+            self._callback_seconds += time.perf_counter() - now
             return tensors
 
         return on_step_end
+
+    def _finish_batch(self, loaded: _Loaded, requests: list[GenerationRequest],
+                      results: list[GenerationResult],
+                      finishes: list[Callable[[Image.Image], Image.Image]],
+                      pictures: list[list[Any]], futures: list[Finishing]) -> None:
+        """On a finishing thread: each job's pictures as the mode finishes them, the safety
+        checker once for the whole batch, then each job's PNGs (a task of its own, so that
+        several encode at once)."""
+        try:
+            made = [[finish(Image.fromarray(array)) for array in arrays]
+                    for finish, arrays in zip(finishes, pictures, strict=True)]
+            flags = iter(self._safety_flags(loaded, [p for job in made for p in job]))
+            verdicts = [[next(flags) for _ in job] for job in made]
+        except Exception:
+            log.exception("finishing a batch of %d jobs failed", len(requests))
+            for future in futures:
+                future.set_exception(EngineError("The image pipeline failed on this job"))
+            return
+        for job in zip(requests, results, made, verdicts, futures, strict=True):
+            self._finishing(self._encode_job, *job)
+
+    def _encode_job(self, request: GenerationRequest, result: GenerationResult,
+                    pictures: list[Image.Image], nsfw: list[bool], future: Finishing) -> None:
+        try:
+            images = tuple(self._finish(request, index, picture, flag)
+                           for index, (picture, flag) in enumerate(zip(pictures, nsfw,
+                                                                       strict=True)))
+        except Exception:
+            log.exception("encoding the pictures of job %s failed", request.job_id)
+            future.set_exception(EngineError("The image pipeline failed on this job"))
+            return
+        future.set_result(replace(result, images=images))
 
     def _finish(self, request: GenerationRequest, index: int, picture: Any,
                 nsfw: bool) -> GeneratedImage:
@@ -962,6 +1070,18 @@ def _unscaled(vae: Any, latents: Any) -> Any:
         spread_t = torch.tensor(spread).view(shape).to(latents.device, latents.dtype)
         return latents * spread_t / config.scaling_factor + mean_t
     return latents / config.scaling_factor
+
+
+def _failed(error: BaseException) -> Finishing:
+    future: Finishing = Future()
+    future.set_exception(error)
+    return future
+
+
+def _outcome(finishing: Finishing) -> Outcome:
+    """A finished job's result, or its exception."""
+    error = finishing.exception()
+    return finishing.result() if error is None else error
 
 
 def _bare(error: EngineError) -> EngineError:
