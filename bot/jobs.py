@@ -309,13 +309,17 @@ class JobService:
         def on_progress(progress: Progress) -> None:
             nonlocal marked_running, preview
             if progress.state == "queued":
-                delivery.update(Render(render.queued_text(job, progress.position),
+                delivery.update(Render(render.queued_text(job, progress.position,
+                                                          progress.loading),
                                        view=cancel_view(job.id)))
                 return
             if not marked_running:
                 marked_running = True
                 self._background(self.bot.repo.mark_running(job.id))
             if progress.step == 0:
+                if progress.loading:
+                    delivery.update(Render(render.starting_text(job, progress.loading),
+                                           view=cancel_view(job.id)))
                 return
             if progress.preview is not None:
                 # Kept for the following updates too: only some steps come with a new preview.

@@ -48,8 +48,14 @@ def single_image_text(job: JobRecord, index: int, user_id: int) -> str:
     return f"{headline(job, user_id)} · {seeds_text([seed])} · job `{job.id}` · image {index}"
 
 
-def queued_text(job: JobRecord, position: int) -> str:
-    return f"{headline(job)}\nQueued — position {position}"
+def queued_text(job: JobRecord, position: int, loading: str | None = None) -> str:
+    """`Queued — position 2`, and while the engine loads a model `· loading model (42 %)`."""
+    return f"{headline(job)}\nQueued — position {position}" + (f" · {loading}" if loading else "")
+
+
+def starting_text(job: JobRecord, loading: str) -> str:
+    """A job whose turn has come, waiting for its model: `Starting — loading model (42 %)`."""
+    return f"{headline(job)}\nStarting — {loading}"
 
 
 def restarting_text(job: JobRecord) -> str:

@@ -104,7 +104,8 @@ class Info(commands.Cog):
             models = ", ".join(w.models) or "no model loaded"
             jobs = f"{w.jobs_done} job{'s' if w.jobs_done != 1 else ''}"
             place = f"{w.node} · {w.device}" if w.device else w.node or "?"
-            lines.append(f"`{w.name}` {place} · {models} · {jobs} — {w.state}")
+            state = f"{w.state}, {w.loading}" if w.loading else w.state
+            lines.append(f"`{w.name}` {place} · {models} · {jobs} — {state}")
         return render.fit_lines(lines, FIELD_MAX)
 
     @staticmethod

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.engine.loading import Loading
 from bot.engine.scheduler import FairQueue
 from bot.engine.types import (
     EngineError,
@@ -103,6 +104,7 @@ class WorkerInfo:
     jobs_done: int
     state: str  # starting, ready, busy, restarting, failed, gone or stopped
     pid: int | None = None  # of the process it runs in, as last reported
+    loading: str = ""  # "loading model (42 %)" while it loads one
 
     @property
     def alive(self) -> bool:
@@ -179,6 +181,9 @@ class WorkerSlot:
         self.state = "starting"
         self.jobs_done = 0
         self.details: WorkerDetails | None = None
+        self.loading: Loading | None = None  # a model being loaded, on the event loop's word
+        # told of each change of `loading`, on the event loop
+        self.on_loading: Callable[[WorkerSlot, Loading | None], None] | None = None
 
     async def start(self) -> None:
         """Build the worker and warm it up; raises if it cannot."""
@@ -212,7 +217,13 @@ class WorkerSlot:
             jobs_done=self.jobs_done,
             state=self.state,
             pid=details.pid if details else None,
+            loading=self.loading.text if self.loading is not None else "",
         )
+
+    def _loading_changed(self, loading: Loading | None) -> None:
+        self.loading = loading
+        if self.on_loading is not None:
+            self.on_loading(self, loading)
 
 
 class Executor:
@@ -523,6 +534,22 @@ class Executor:
                 job.position = place
                 self._call_soon(job.on_progress, Progress(request.job_id, "queued", position=place))
 
+    def _loading(self, slot: WorkerSlot, loading: Loading | None) -> None:
+        """Tell the waiting jobs, and those of `slot`'s batch, how far its model's loading got
+        (and, with None, that it is done)."""
+        text = loading.text if loading is not None else None
+        for place, request in enumerate(self._queue, start=1):
+            job = self._jobs[request.job_id]
+            if job.on_progress is not None:
+                self._call_soon(job.on_progress, Progress(request.job_id, "queued",
+                                                          position=place, loading=text))
+        for job_id, running in self._running.items():
+            busy = self._jobs.get(job_id)
+            if running is slot and text is not None and busy is not None \
+                    and busy.on_progress is not None and job_id not in self._cancelled:
+                self._call_soon(busy.on_progress, Progress(
+                    job_id, "running", total=busy.request.denoising_steps, loading=text))
+
     def _deliver(self, report: StepReport) -> None:
         """Fan a worker's step report out to the jobs in it that still want it."""
         for job_id in report.job_ids:
@@ -553,11 +580,20 @@ class ThreadWorker(WorkerSlot):
 
     async def start(self) -> None:
         self._thread = thread = EngineThread("atelier-gpu")
-        self.worker = await asyncio.wrap_future(thread.submit(self._build))
+        loop = asyncio.get_running_loop()
+
+        def loading_soon(loading: Loading | None) -> None:  # on the worker's thread
+            try:
+                loop.call_soon_threadsafe(self._loading_changed, loading)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        self.worker = await asyncio.wrap_future(thread.submit(self._build, loading_soon))
         self.details = describe_worker(self.worker)
 
-    def _build(self) -> Worker:
+    def _build(self, loading_soon: Callable[[Loading | None], None]) -> Worker:
         worker = self.factory()
+        worker.on_loading = loading_soon
         if self.warm_up is not None:
             started = time.perf_counter()
             outcome = worker.run([self.warm_up])[self.warm_up.job_id]
@@ -622,4 +658,5 @@ class LocalExecutor(Executor):
         return self._slot.worker
 
     async def _open(self) -> list[WorkerSlot]:
+        self._slot.on_loading = self._loading
         return [self._slot]

@@ -110,3 +110,4 @@ class Progress:
     step: int = 0
     total: int = 0
     preview: bytes | None = field(default=None, repr=False)  # small PNG decoded from latents
+    loading: str | None = None  # the model being loaded meanwhile: "loading model (42 %)"

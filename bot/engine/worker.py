@@ -24,6 +24,7 @@ from PIL import Image
 
 from bot.engine import canvas
 from bot.engine.conditioning import Conditioning, encode_pair
+from bot.engine.loading import Loading, LoadProgress, reporting
 from bot.engine.loras import find_lora, lora_files
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.modes import MODES, Inputs, ModeSpec
@@ -240,6 +241,10 @@ class Worker:
                            if config.finish_threads else None)
         self._times = EngineTimes()
         self._unfinished: set[Finishing] = set()
+        # Where the loading of a model stands (None: not loading); `on_loading` hears of each
+        # change, on this worker's thread.
+        self.loading: Loading | None = None
+        self.on_loading: Callable[[Loading | None], None] | None = None
         self._callback_seconds = 0.0
 
     # ---- models -----------------------------------------------------------------------------
@@ -359,11 +364,20 @@ class Worker:
         except KeyError:
             raise EngineError(f"Unknown model `{name}`") from None
         self._make_room()
-        loaded = self._load(spec)
-        self._loaded[name] = loaded
-        if self.config.compile:
-            self._warm_up(loaded)
+        try:
+            with reporting(LoadProgress(name, self._set_loading)):
+                loaded = self._load(spec)
+            self._loaded[name] = loaded
+            if self.config.compile:
+                self._warm_up(loaded)
+        finally:
+            self._set_loading(None)
         return loaded
+
+    def _set_loading(self, loading: Loading | None) -> None:
+        self.loading = loading
+        if self.on_loading is not None:
+            self.on_loading(loading)
 
     def _warm_up(self, loaded: _Loaded) -> None:
         """Run what the bot asks of the model once each (`warm_up_requests`), so that its
@@ -373,7 +387,9 @@ class Worker:
         inpainting = loaded.pipe.unet.config.get("in_channels") == 9
         requests = warm_up_requests(loaded.spec, self.config.max_batch, inpainting)
         try:
-            for request in requests:
+            for done, request in enumerate(requests):
+                self._set_loading(Loading(loaded.spec.name, 100 * done // len(requests),
+                                          "compiling"))
                 for finishing in self._run_together([request], None,
                                                     lambda job_id: False).values():
                     finishing.result()
@@ -394,6 +410,8 @@ class Worker:
         RAM, they are dropped."""
         on_device = [n for n, m in self._loaded.items()
                      if n != keep and m.pipe.device.type == self.device]
+        if len(on_device) >= self.config.models_loaded:
+            self.drain()  # finishing threads may still run a safety checker about to move
         while len(on_device) >= self.config.models_loaded:
             name = on_device.pop(0)
             started = time.perf_counter()
