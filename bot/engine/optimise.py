@@ -164,7 +164,8 @@ def warm_up_requests(spec: ModelSpec, max_batch: int, inpainting: bool) -> list[
     shapes += [{"prompt": LONG_PROMPT}, {"prompt": f"{LONG_PROMPT} BREAK {LONG_PROMPT}"}]
     shapes += [{"sampler": name} for name in SAMPLERS if name != family.sampler]
     shapes.append({"size": (2 * side, 2 * side), "mode": Mode.IMG2IMG, "strength": 0.3})
-    shapes.append({"mode": Mode.INPAINT})
+    if spec.inpaint is None:  # else a checkpoint of its own inpaints, warmed up when it loads
+        shapes.append({"mode": Mode.INPAINT})
     return [_warm_up_request(spec, index, inpainting, **shape)
             for index, shape in enumerate(shapes)]
 
