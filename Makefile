@@ -1,7 +1,9 @@
 # Set-up on a fresh machine is two commands: `make run` starts the bot, `make test` runs the suite.
 # Both create .venv if it is missing and install the exact versions of requirements.lock; torch
 # comes first, at the version the project is tested with: the CPU build on a machine without an
-# NVIDIA GPU (a plain `pip install torch` pulls the CUDA build, several GB).
+# NVIDIA GPU (a plain `pip install torch` pulls the CUDA build, several GB), and on a machine with
+# one the newest CUDA build its driver supports (scripts/torch_index.py reads `nvidia-smi`): PyPI's
+# torch is built for the newest CUDA, and on an older driver it sees no GPU at all.
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -11,6 +13,9 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# The CUDA builds of torch $(TORCH_VERSION) to choose from; TORCH_INDEX=URL skips the choice.
+TORCH_CUDA_BUILDS ?= cu126 cu128 cu130
+TORCH_INDEX ?=
 UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
 # torch's CUDA runtime comes with the torch build installed first, never from the lock.
@@ -22,7 +27,15 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@if ! $(PY) -c "import torch" 2>/dev/null && ! command -v nvidia-smi >/dev/null 2>&1; then \
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		if ! $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then \
+			index="$(TORCH_INDEX)"; \
+			if [ -z "$$index" ]; then index=$$($(PY) scripts/torch_index.py $(TORCH_CUDA_BUILDS)) || exit 1; fi; \
+			echo "NVIDIA GPU found: installing torch $(TORCH_VERSION) from $$index"; \
+			$(PIP) install --quiet --force-reinstall "torch==$(TORCH_VERSION)" --index-url $$index \
+				--extra-index-url https://pypi.org/simple || exit 1; \
+		fi; \
+	elif ! $(PY) -c "import torch" 2>/dev/null; then \
 		echo "No NVIDIA GPU found: installing the CPU build of torch $(TORCH_VERSION)"; \
 		if $(PY) -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" \
 			$(TORCH_CPU_INDEX)/ >/dev/null 2>&1; then \
@@ -43,7 +56,7 @@ test: $(STAMP)
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	@$(VENV)/bin/ruff check bot cogs storage web tests bench
+	@$(VENV)/bin/ruff check bot cogs storage web tests bench scripts
 	@$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -6,9 +6,13 @@
     python bench/gpu.py --smoke         # tiny model on the CPU: checks the script still works
 
 Full-size models are built from their published configurations with random weights (no
-download; the arithmetic, and so the speed, is that of the real models). Prints images/s for
-both ways and their ratio, single-request latency, peak GPU memory, and the share of the H100's
-dense fp16 peak reached.
+download; the arithmetic, and so the speed, is that of the real models). Every way is warmed up
+on the very shapes it is then timed on (cuDNN's autotuning, the allocator, compiled graphs), so
+only the steady state is timed. Prints images/s of the naive way, of the executor, and of the
+executor with MAX_BATCH=1 (what batching adds, apart from the other optimisations); single-request
+latency; how long the engine's thread is busy outside pipeline calls per image (the GPU's idle
+time), with pictures finished on it and on finishing threads; the FLOPs of one image, derived
+from the model's configuration at the run's size; and the share of the device's dense fp16 peak.
 """
 
 from __future__ import annotations
@@ -18,26 +22,27 @@ import asyncio
 import statistics
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.models import H100_DENSE_FP16_TFLOPS, SD15_TFLOP_PER_IMAGE  # noqa: E402
+from bench.models import dense_fp16_peak, flops_per_image  # noqa: E402
 from bot.engine.executor import LocalExecutor  # noqa: E402
 from bot.engine.models import FAMILIES, ModelSpec  # noqa: E402
-from bot.engine.types import GenerationRequest  # noqa: E402
-from bot.engine.worker import Worker, WorkerConfig  # noqa: E402
+from bot.engine.types import GenerationRequest, GenerationResult  # noqa: E402
+from bot.engine.worker import EngineTimes, Worker, WorkerConfig  # noqa: E402
 
 PROMPTS = ("a lighthouse at dusk", "a red fox in the snow", "a bowl of ramen, studio light",
            "an astronaut riding a horse")
 
 
-def requests(count: int, users: int, side: int, steps: int, model: str,
-             sampler: str) -> list[GenerationRequest]:
+def requests(count: int, users: int, side: int, steps: int, model: str, sampler: str,
+             tag: str = "job") -> list[GenerationRequest]:
     return [
         GenerationRequest(
-            job_id=f"job{i:02d}", user_key=f"user{i % users}", model=model,
+            job_id=f"{tag}{i:02d}", user_key=f"user{i % users}", model=model,
             prompt=PROMPTS[i % len(PROMPTS)], negative="", width=side, height=side, steps=steps,
             guidance=7.0, sampler=sampler, seeds=(1000 + i,),
         )
@@ -67,6 +72,13 @@ def build(args: argparse.Namespace) -> tuple[Any, ModelSpec, str]:
     return sd15_pipeline("cuda", torch.float16), spec, "cuda"
 
 
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def naive(pipe: Any, batch: list[GenerationRequest], device: str) -> tuple[float, Any]:
     """One plain pipeline call per request, batch 1, one after another; returns the seconds
     and the first picture (the reference the optimised executor must reproduce)."""
@@ -74,6 +86,7 @@ def naive(pipe: Any, batch: list[GenerationRequest], device: str) -> tuple[float
 
     pipe.set_progress_bar_config(disable=True)
     first = None
+    synchronize(device)
     started = time.perf_counter()
     for request in batch:
         generator = torch.Generator("cpu").manual_seed(request.seeds[0])
@@ -81,8 +94,7 @@ def naive(pipe: Any, batch: list[GenerationRequest], device: str) -> tuple[float
                        num_inference_steps=request.steps, guidance_scale=request.guidance,
                        generator=generator).images[0]
         first = first or picture
-    if device == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - started, first
 
 
@@ -97,28 +109,66 @@ def difference(reference: Any, png: bytes) -> float:
     return float(np.abs(ours - np.asarray(reference, dtype=np.float64)).mean() / 255)
 
 
+@dataclass(frozen=True)
+class Round:
+    """One timed round of the batch through an executor."""
+
+    seconds: float
+    first_png: bytes
+    engine: EngineTimes  # what the engine's thread did meanwhile
+
+
 async def through_executor(worker: Worker, spec: ModelSpec, pipe: Any, max_batch: int,
-                           batch: list[GenerationRequest], lone: GenerationRequest,
-                           repeats: int) -> tuple[float, list[float], bytes]:
+                           batch: list[GenerationRequest], device: str) -> Round:
+    """The batch through an executor of `max_batch`, once to warm up on exactly these batch
+    shapes, then timed."""
+
     def factory() -> Worker:
-        worker.adopt(spec, pipe)  # in the executor's thread, where compiled graphs must live
+        if spec.name not in worker.specs:
+            worker.adopt(spec, pipe)  # prepared (and compiled) once, on the engine's thread
         return worker
 
     executor = LocalExecutor(factory, max_batch)
     executor.start()
     await executor.ready()
-    await executor.submit(lone)  # first call of each shape pays one-off costs; not timed
-    started = time.perf_counter()
-    results = await asyncio.gather(*(executor.submit(request) for request in batch))
-    throughput_seconds = time.perf_counter() - started
-    latencies = []
-    for i in range(repeats):
-        request = GenerationRequest(**{**lone.__dict__, "job_id": f"lone{i}"})
+    try:
+        await asyncio.gather(*(executor.submit(replace(r, job_id=f"warm-{r.job_id}"))
+                               for r in batch))
+        synchronize(device)
+        before = worker.times
         started = time.perf_counter()
-        await executor.submit(request)
-        latencies.append(time.perf_counter() - started)
-    await executor.close()
-    return throughput_seconds, latencies, results[0].images[0].png
+        results: list[GenerationResult] = await asyncio.gather(
+            *(executor.submit(request) for request in batch))
+        seconds = time.perf_counter() - started
+        after = worker.times
+    finally:
+        await executor.close()
+    engine = EngineTimes(after.engine - before.engine, after.pipeline - before.pipeline,
+                         after.images - before.images)
+    return Round(seconds, results[0].images[0].png, engine)
+
+
+async def latency(worker: Worker, spec: ModelSpec, pipe: Any, lone: GenerationRequest,
+                  repeats: int) -> list[float]:
+    executor = LocalExecutor(lambda: worker, 1)
+    executor.start()
+    await executor.ready()
+    seconds = []
+    try:
+        await executor.submit(replace(lone, job_id="lone-warm-up"))
+        for i in range(repeats):
+            started = time.perf_counter()
+            await executor.submit(replace(lone, job_id=f"lone{i}"))
+            seconds.append(time.perf_counter() - started)
+    finally:
+        await executor.close()
+    return seconds
+
+
+def outside_text(times: EngineTimes) -> str:
+    per_image = times.outside / max(1, times.images) * 1000
+    share = times.outside / times.engine if times.engine else 0.0
+    return f"{per_image:6.1f} ms/image ({share:4.0%} of its busy time)"
 
 
 def main() -> None:
@@ -130,6 +180,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--sampler", default="euler")
     parser.add_argument("--compile", action="store_true", help="torch.compile, like SD_COMPILE=1")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense fp16 peak, where "
+                        "the table in bench/models.py does not know it")
     parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU, few steps")
     parser.add_argument("--cache", default="data/models", help="where the tiny model is kept")
     args = parser.parse_args()
@@ -144,9 +196,10 @@ def main() -> None:
     pipe, spec, device = build(args)
     side = spec.family.native_side
     batch = requests(args.requests, args.users, side, args.steps, spec.name, args.sampler)
-    lone = GenerationRequest(**{**batch[0].__dict__, "job_id": "warm-up"})
+    lone = replace(batch[0], job_id="lone")
+    flops = flops_per_image(pipe, side, side, args.steps, guided=batch[0].guidance > 1)
 
-    naive(pipe, batch[:1], device)  # warm-up: cuDNN autotuning, allocator
+    naive(pipe, batch[:1], device)  # warm-up on the shape it is timed on: batch 1
     naive_seconds, reference = naive(pipe, batch, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -154,31 +207,54 @@ def main() -> None:
     worker = Worker(WorkerConfig(models=(), device=device, dtype="float16" if device == "cuda"
                                  else "float32", max_batch=args.max_batch, compile=args.compile,
                                  cache_dir=args.cache))
-    executor_seconds, latencies, first_png = asyncio.run(through_executor(
-        worker, spec, pipe, args.max_batch, batch, lone, repeats=3 if args.smoke else 5))
+
+    async def rounds() -> tuple[Round, Round, Round, list[float]]:
+        batched = await through_executor(worker, spec, pipe, args.max_batch, batch, device)
+        worker.finish_on(0)  # as before finishing threads: PNGs and safety check on the engine's
+        inline = await through_executor(worker, spec, pipe, args.max_batch, batch, device)
+        worker.finish_on(WorkerConfig.finish_threads)
+        single = await through_executor(worker, spec, pipe, 1, batch, device)
+        lone_seconds = await latency(worker, spec, pipe, lone, 3 if args.smoke else 5)
+        return batched, inline, single, lone_seconds
+
+    batched, inline, single, latencies = asyncio.run(rounds())
 
     images = len(batch)
-    naive_rate, atelier_rate = images / naive_seconds, images / executor_seconds
+    naive_rate = images / naive_seconds
+    rate, single_rate = images / batched.seconds, images / single.seconds
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     print(f"device: {name}; model: {spec.name} (random weights), {side}×{side}, "
           f"{args.steps} steps, {images} single-image requests from {args.users} users, "
           f"MAX_BATCH={args.max_batch}{', compiled' if args.compile else ''}")
     print(f"naive (one call per request):  {naive_rate:7.2f} images/s  ({naive_seconds:.2f} s)")
-    print(f"atelier executor (batched):    {atelier_rate:7.2f} images/s  "
-          f"({executor_seconds:.2f} s)")
-    print(f"ratio:                         {atelier_rate / naive_rate:7.2f}×")
+    print(f"atelier executor (batched):    {rate:7.2f} images/s  ({batched.seconds:.2f} s)")
+    print(f"executor with MAX_BATCH=1:     {single_rate:7.2f} images/s  "
+          f"({single.seconds:.2f} s)")
+    print(f"ratio:                         {rate / naive_rate:7.2f}×  (batching alone: "
+          f"{rate / single_rate:.2f}×; the rest without batching: "
+          f"{single_rate / naive_rate:.2f}×)")
     print(f"single request latency:        {statistics.median(latencies):7.3f} s median "
           f"(min {min(latencies):.3f} s)")
-    print(f"same seed vs plain pipeline:   {difference(reference, first_png):7.2%} mean "
+    print(f"same seed vs plain pipeline:   {difference(reference, batched.first_png):7.2%} mean "
           "absolute pixel difference")
+    print(f"engine thread outside pipeline calls: before {outside_text(inline.engine)} "
+          "(pictures finished on it)")
+    print(f"                                      after  {outside_text(batched.engine)} "
+          "(finished on finishing threads)")
+    print(f"FLOPs per image: {flops.formula}")
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
         print(f"peak GPU memory (executor):     {peak:7.1f} GiB")
-        if spec.name == "sd15":
-            tflop = SD15_TFLOP_PER_IMAGE * args.steps / 30 * (side / 512) ** 2
-            share = atelier_rate * tflop / H100_DENSE_FP16_TFLOPS
-            print(f"share of H100 dense fp16 peak: {share:7.1%} "
-                  f"({atelier_rate * tflop:.0f} of {H100_DENSE_FP16_TFLOPS:.0f} TFLOP/s)")
+        tflops = args.peak_tflops or dense_fp16_peak(name)
+        achieved = rate * flops.total / 1e12
+        if tflops is None:
+            print(f"share of dense fp16 peak:      unknown for {name} ({achieved:.0f} TFLOP/s "
+                  "achieved; give --peak-tflops)")
+        else:
+            print(f"share of dense fp16 peak:      {achieved / tflops:7.1%} "
+                  f"({achieved:.0f} of {tflops:.0f} TFLOP/s, {name})")
+    else:
+        print("share of dense fp16 peak:      n/a on the CPU")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,82 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# FLOPs of one 30-step, classifier-free-guided SD 1.5 image at 512² (UNet ×2 per step + VAE
-# decode), the figure used for the share of peak.
-SD15_TFLOP_PER_IMAGE = 50.7
-H100_DENSE_FP16_TFLOPS = 990.0
+# Dense fp16 tensor-core peaks (fp32 accumulation, no sparsity), TFLOP/s, from NVIDIA's data
+# sheets, by a part of the name torch reports; the first match wins.
+DENSE_FP16_TFLOPS = (
+    ("H200", 989.4),
+    ("H100 PCIe", 756.5),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),  # SXM: "NVIDIA H100 80GB HBM3"
+    ("A100", 312.0),
+    ("L40S", 362.05),
+    ("RTX 4090", 165.2),
+)
+
+
+def dense_fp16_peak(device_name: str) -> float | None:
+    """The dense fp16 peak of the GPU torch calls `device_name`, if the table knows it."""
+    return next((tflops for part, tflops in DENSE_FP16_TFLOPS if part in device_name), None)
+
+
+@dataclass(frozen=True)
+class ImageFlops:
+    """The arithmetic of one image: the UNet at every step (twice with guidance) and the VAE
+    decode, counted on the model's own modules at the run's size."""
+
+    unet_macs: float  # one UNet call for one image
+    vae_macs: float  # one decode
+    calls: int  # UNet calls per image: steps, times 2 with guidance
+    steps: int
+    guided: bool
+    latent: tuple[int, int]
+    size: tuple[int, int]
+
+    @property
+    def total(self) -> float:
+        return 2 * (self.calls * self.unet_macs + self.vae_macs)
+
+    @property
+    def formula(self) -> str:
+        guidance = "2 (guidance) × " if self.guided else ""
+        return (f"2 FLOP/MAC × ({guidance}{self.steps} steps × {self.unet_macs / 1e9:.2f} GMAC "
+                f"(UNet at {self.latent[0]}×{self.latent[1]} latents, 77 tokens) + "
+                f"{self.vae_macs / 1e9:.2f} GMAC (VAE decode at {self.size[0]}×{self.size[1]})) "
+                f"= {_flop_text(self.total)}")
+
+
+def _flop_text(flops: float) -> str:
+    return f"{flops / 1e12:.1f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:.2f} GFLOP"
+
+
+def flops_per_image(pipe: Any, width: int, height: int, steps: int, guided: bool) -> ImageFlops:
+    """Count the multiply-adds of `pipe`'s UNet and VAE decoder from their configurations, on
+    meta tensors (no memory, no arithmetic), with torch's FLOP counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet_config, vae_config = pipe.unet.config, pipe.vae.config
+    scale = 2 ** (len(vae_config.block_out_channels) - 1)
+    latent = (height // scale, width // scale)
+    with torch.device("meta"):
+        unet = type(pipe.unet).from_config(unet_config)
+        vae = type(pipe.vae).from_config(vae_config)
+        sample = torch.empty(1, unet_config.in_channels, *latent)
+        text = torch.empty(1, 77, unet_config.cross_attention_dim)
+        extra: dict[str, Any] = {}
+        if unet_config.addition_embed_type == "text_time":  # SDXL: pooled text, sizes
+            pooled = (unet_config.projection_class_embeddings_input_dim
+                      - 6 * unet_config.addition_time_embed_dim)
+            extra["added_cond_kwargs"] = {"text_embeds": torch.empty(1, pooled),
+                                          "time_ids": torch.empty(1, 6)}
+        with FlopCounterMode(display=False) as counter:
+            unet(sample, torch.tensor(999.0), text, **extra)
+        unet_macs = counter.get_total_flops() / 2
+        with FlopCounterMode(display=False) as counter:
+            vae.decode(torch.empty(1, vae_config.latent_channels, *latent))
+        vae_macs = counter.get_total_flops() / 2
+    return ImageFlops(unet_macs, vae_macs, steps * (2 if guided else 1), steps, guided, latent,
+                      (width, height))
 
 
 def _tokenizer() -> Any:

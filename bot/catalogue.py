@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.config import ConfigError, Settings
 from bot.engine.loras import LoraFolder, find_lora
-from bot.engine.models import Family, ModelSpec, describe, model_name
+from bot.engine.models import SINGLE_FILE_SUFFIXES, Family, ModelSpec, describe, model_name
 from bot.prompt import PromptError
 
 ACCEPTED_MAX = 1500  # characters of names listed in an error (Discord messages hold 2000)
@@ -38,6 +38,7 @@ class Catalogue:
             except (OSError, ValueError) as error:
                 raise ConfigError(f"{variable}: cannot use {source!r}: {error}") from None
         specs = _with_inpainting(specs, settings.sd_inpaint_models)
+        specs = _with_vaes(specs, settings.sd_vae)
         if settings.lora_dir is not None and not settings.lora_dir.is_dir():
             raise ConfigError(f"LORA_DIR must be a folder of LoRA .safetensors files, got "
                               f"{str(settings.lora_dir)!r}")
@@ -93,6 +94,26 @@ class Catalogue:
         if found is None:
             raise PromptError(f"Unknown LoRA `{name}`. Accepted: {_listing(list(files))}")
         return found
+
+
+def _with_vaes(specs: list[ModelSpec], vaes: tuple[tuple[str, str], ...]) -> list[ModelSpec]:
+    """`specs` with the VAEs of SD_VAE (`default` stands for SD_MODEL's model)."""
+    sources = dict(vaes)
+    names = [spec.name for spec in specs]
+    for name, source in sources.items():
+        if name != "default" and name not in names:
+            raise ConfigError(f"SD_VAE names the model {name!r}, which is not one of "
+                              f"{', '.join(names)} (or default)")
+        path = Path(source).expanduser()
+        if path.suffix.lower() in SINGLE_FILE_SUFFIXES and not path.is_file():
+            raise ConfigError(f"SD_VAE: cannot use {source!r}: the file does not exist")
+    default = specs[0].name
+    if "default" in sources and default in sources:
+        raise ConfigError(f"SD_VAE names the model {default!r} twice (default is {default!r})")
+    chosen = {default: sources.pop("default")} if "default" in sources else {}
+    chosen.update(sources)
+    return [replace(spec, vae=chosen[spec.name]) if spec.name in chosen else spec
+            for spec in specs]
 
 
 def _listing(names: list[str]) -> str:

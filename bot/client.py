@@ -19,7 +19,7 @@ from bot.catalogue import Catalogue
 from bot.config import ConfigError, Settings
 from bot.engine.executor import Executor, LocalExecutor
 from bot.engine.types import GenerationRequest
-from bot.engine.worker import Worker, WorkerConfig, import_libraries
+from bot.engine.worker import Worker, WorkerConfig, gpu_problem, import_libraries
 from bot.housekeeping import Housekeeping
 from bot.jobs import JobPolicy, JobRunner
 from bot.loopwatch import LoopWatch
@@ -111,6 +111,7 @@ class AtelierBot(commands.Bot):
         if self.settings.executor == "local":
             seconds = await asyncio.to_thread(import_libraries)
             log.info("imported torch and diffusers in %.1f s", seconds)
+            await self._check_gpu()
             # The libraries leave a million objects that live as long as the process. A full
             # garbage collection walks them all while holding the GIL (a quarter of a second
             # here, whenever the engine frees a model), and the event loop waits meanwhile;
@@ -135,6 +136,18 @@ class AtelierBot(commands.Bot):
         resumed = await self.jobs.recover()
         if resumed:
             log.info("resumed %d unfinished jobs", resumed)
+
+    async def _check_gpu(self) -> None:
+        """Say in one line when this machine has an NVIDIA GPU that torch cannot use, and stop
+        unless SD_DEVICE=cpu asks for the CPU."""
+        problem = await asyncio.to_thread(gpu_problem)
+        if problem is None:
+            return
+        if self.settings.sd_device in ("auto", "cuda"):
+            raise ConfigError(f"{problem}; or set SD_DEVICE=cpu to run on the CPU "
+                              f"(SD_DEVICE={self.settings.sd_device} does not fall back to it)")
+        log.warning("%s; running on the CPU as SD_DEVICE=%s says", problem,
+                    self.settings.sd_device)
 
     def _make_executor(self) -> Executor:
         settings = self.settings

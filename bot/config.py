@@ -34,6 +34,7 @@ class Settings:
     sd_models: tuple[tuple[str, str], ...] = ()
     # A model's dedicated inpainting checkpoint, by model name (`default`: SD_MODEL's).
     sd_inpaint_models: tuple[tuple[str, str], ...] = ()
+    sd_vae: tuple[tuple[str, str], ...] = ()  # (model name or `default`, VAE source)
     sd_device: str = "auto"
     sd_dtype: str = "auto"
     data_dir: Path = Path("data")
@@ -216,6 +217,9 @@ def load_settings(
         sd_models=sd_models,
         sd_inpaint_models=_parse(env, "SD_INPAINT_MODELS", no_models, _model_list,
                                  "a comma-separated list of name=source"),
+        sd_vae=_parse(env, "SD_VAE", no_models, _model_list,
+                      "a comma-separated list of model=source (model: a name from SD_MODELS, "
+                      "or default)"),
         sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES),
                          "one of " + ", ".join(DEVICES)),
         sd_dtype=_parse(env, "SD_DTYPE", "auto", _choice(DTYPES), "one of " + ", ".join(DTYPES)),

@@ -72,10 +72,17 @@ def single_image_text(job: JobRecord, index: int, user_id: int) -> str:
                          user_id)
 
 
-def queued_text(job: JobRecord, position: int, engine_retrying: bool = False) -> str:
-    """`Queued — position 2`, and that the image engine is starting while it tries again."""
-    note = ENGINE_RETRYING if engine_retrying else ""
+def queued_text(job: JobRecord, position: int, engine_retrying: bool = False,
+                loading: str | None = None) -> str:
+    """`Queued — position 2`, that the image engine is starting while it tries again, and
+    while the engine loads a model `· loading model (42 %)`."""
+    note = ENGINE_RETRYING if engine_retrying else f" · {loading}" if loading else ""
     return with_headline(job, f"\nQueued — position {position}{note}")
+
+
+def starting_text(job: JobRecord, loading: str) -> str:
+    """A job whose turn has come, waiting for its model: `Starting — loading model (42 %)`."""
+    return with_headline(job, f"\nStarting — {loading}")
 
 
 def restarting_text(job: JobRecord) -> str:

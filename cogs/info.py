@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot import render
 from bot.access import scope_of
 from bot.engine.executor import EngineState
+from bot.engine.types import EngineError
 from bot.engine.worker import resolve_device, resolve_dtype
 from storage import JobRecord, JobStatus, Scope
 
@@ -92,7 +93,10 @@ class Info(commands.Cog):
         if "torch" not in sys.modules:  # importing it here would stall the event loop
             return f"{self.bot.settings.sd_device} · starting…"
         # not started yet: the choice a local worker makes from the same settings
-        device = resolve_device(self.bot.settings.sd_device)
+        try:
+            device = resolve_device(self.bot.settings.sd_device)
+        except EngineError:
+            return f"{self.bot.settings.sd_device} · no usable GPU (see the log)"
         dtype = resolve_dtype(self.bot.settings.sd_dtype, device)
         return f"{device} · {str(dtype).removeprefix('torch.')}"
 
@@ -109,7 +113,8 @@ class Info(commands.Cog):
             models = ", ".join(w.models) or "no model loaded"
             jobs = f"{w.jobs_done} job{'s' if w.jobs_done != 1 else ''}"
             place = f"{w.node} · {w.device}" if w.device else w.node or "?"
-            lines.append(f"`{w.name}` {place} · {models} · {jobs} — {w.state}")
+            state = f"{w.state}, {w.loading}" if w.loading else w.state
+            lines.append(f"`{w.name}` {place} · {models} · {jobs} — {state}")
         return render.fit_lines(lines, FIELD_MAX)
 
     @staticmethod

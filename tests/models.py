@@ -91,6 +91,28 @@ def build_tiny_xl(folder: Path) -> Path:
     return folder
 
 
+def build_tiny_vae(folder: Path, seed: int, force_upcast: bool = False) -> Path:
+    """A VAE for the tiny models (their architecture, other weights) as a diffusers folder, as
+    SD_VAE takes it; by default one that says it is safe in float16, like SDXL's fp16 fix."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(
+            block_out_channels=(16, 16, 16, 16),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=8,
+            sample_size=TINY_NATIVE_SIDE,
+            force_upcast=force_upcast,
+        )
+    vae.save_pretrained(folder)
+    return folder
+
+
 # ---- single-file checkpoints (the original Stable Diffusion layout) ------------------------------
 
 _RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),

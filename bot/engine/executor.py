@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import math
 import queue
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bot.engine.loading import Loading
 from bot.engine.scheduler import FairQueue
 from bot.engine.types import (
     EngineError,
@@ -33,11 +35,12 @@ from bot.engine.types import (
     JobCancelled,
     Progress,
 )
-from bot.engine.worker import Outcome, Reporter, StepReport, Worker
+from bot.engine.worker import DeviceFault, Finishing, Outcome, Reporter, StepReport, Worker
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
+Finished = asyncio.Future[GenerationResult]  # a job whose pictures are being finished
 
 # A job whose worker dies this many times is failed rather than retried: a request that crashes
 # the process (a driver bug, memory) must not take down every worker in turn.
@@ -64,7 +67,17 @@ class ExecutorClosed(Exception):
 
 
 class WorkerLost(Exception):
-    """The worker's process or machine went away during a batch; the batch can run elsewhere."""
+    """The worker's process or machine went away during a batch; the batch can run elsewhere.
+    A job runs into this at most `attempts` times before it fails."""
+
+    def __init__(self, message: str = "", attempts: int = MAX_ATTEMPTS) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+# A job whose batch broke the GPU (a CUDA error that leaves the worker unusable) runs once more,
+# on a worker built again; if it breaks that one too, it fails.
+FAULT_ATTEMPTS = 2
 
 
 def _settle(future: asyncio.Future[Any], result: Any = None,
@@ -108,6 +121,7 @@ class WorkerInfo:
     jobs_done: int
     state: str  # starting, retrying, ready, busy, restarting, failed, gone or stopped
     pid: int | None = None  # of the process it runs in, as last reported
+    loading: str = ""  # "loading model (42 %)" while it loads one
 
     @property
     def alive(self) -> bool:
@@ -184,15 +198,19 @@ class WorkerSlot:
         self.state = "starting"
         self.jobs_done = 0
         self.details: WorkerDetails | None = None
+        self.loading: Loading | None = None  # a model being loaded, on the event loop's word
+        # told of each change of `loading`, on the event loop
+        self.on_loading: Callable[[WorkerSlot, Loading | None], None] | None = None
 
     async def start(self) -> None:
         """Build the worker and warm it up; raises if it cannot."""
         raise NotImplementedError
 
     async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
-                  cancelled: Callable[[str], bool]) -> dict[str, Outcome]:
+                  cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         """Run one batch. `report` is called on the event loop. Raises `WorkerLost` when the
-        worker went away; then the batch has produced nothing."""
+        worker went away; then the batch has produced nothing. A job's outcome may still be
+        on its way (a future): the slot is free for the next batch meanwhile."""
         raise NotImplementedError
 
     def cancel(self, job_id: str) -> None:
@@ -216,7 +234,13 @@ class WorkerSlot:
             jobs_done=self.jobs_done,
             state=self.state,
             pid=details.pid if details else None,
+            loading=self.loading.text if self.loading is not None else "",
         )
+
+    def _loading_changed(self, loading: Loading | None) -> None:
+        self.loading = loading
+        if self.on_loading is not None:
+            self.on_loading(self, loading)
 
 
 class Executor:
@@ -500,7 +524,7 @@ class Executor:
         except WorkerLost as error:
             log.warning("worker %s was lost during a batch of %d jobs (%s); they go back to the "
                         "head of the queue", slot.name, len(batch), error)
-            self._requeue(batch)
+            self._requeue(batch, error.attempts)
             return True
         except EngineError as error:
             outcomes = {r.job_id: error for r in batch}
@@ -516,16 +540,27 @@ class Executor:
             del self._running[request.job_id]
             self._cancelled.discard(request.job_id)
             outcome = outcomes.get(request.job_id, JobCancelled())
-            if isinstance(outcome, BaseException):
-                _settle(job.future, error=outcome)
+            if isinstance(outcome, asyncio.Future):  # settled when its pictures are finished
+                outcome.add_done_callback(functools.partial(self._finished, slot, job))
             else:
-                self.jobs_done += 1
-                slot.jobs_done += 1
-                _settle(job.future, outcome)
+                self._conclude(slot, job, outcome)
         return False
 
-    def _requeue(self, batch: list[GenerationRequest]) -> None:
-        """Put a lost batch back at the head of the queue, in its order, for another worker."""
+    def _finished(self, slot: WorkerSlot, job: _Job, finishing: Finished) -> None:
+        self._conclude(slot, job, JobCancelled() if finishing.cancelled()
+                       else finishing.exception() or finishing.result())
+
+    def _conclude(self, slot: WorkerSlot, job: _Job, outcome: Outcome) -> None:
+        if isinstance(outcome, BaseException):
+            _settle(job.future, error=outcome)
+        else:
+            self.jobs_done += 1
+            slot.jobs_done += 1
+            _settle(job.future, outcome)
+
+    def _requeue(self, batch: list[GenerationRequest], attempts: int = MAX_ATTEMPTS) -> None:
+        """Put a lost batch back at the head of the queue, in its order, for another worker;
+        a job lost `attempts` times fails instead."""
         for request in reversed(batch):
             job = self._jobs[request.job_id]
             del self._running[request.job_id]
@@ -536,7 +571,7 @@ class Executor:
             elif self._closing:
                 del self._jobs[request.job_id]
                 _settle(job.future, error=ExecutorClosed())
-            elif job.attempts >= MAX_ATTEMPTS:
+            elif job.attempts >= attempts:
                 del self._jobs[request.job_id]
                 _settle(job.future, error=EngineError(
                     f"The worker running this job was lost {job.attempts} times; giving up"))
@@ -583,6 +618,22 @@ class Executor:
                 self._call_soon(job.on_progress, Progress(request.job_id, "queued", position=place,
                                                           engine_retrying=retrying))
 
+    def _loading(self, slot: WorkerSlot, loading: Loading | None) -> None:
+        """Tell the waiting jobs, and those of `slot`'s batch, how far its model's loading got
+        (and, with None, that it is done)."""
+        text = loading.text if loading is not None else None
+        for place, request in enumerate(self._queue, start=1):
+            job = self._jobs[request.job_id]
+            if job.on_progress is not None:
+                self._call_soon(job.on_progress, Progress(request.job_id, "queued",
+                                                          position=place, loading=text))
+        for job_id, running in self._running.items():
+            busy = self._jobs.get(job_id)
+            if running is slot and text is not None and busy is not None \
+                    and busy.on_progress is not None and job_id not in self._cancelled:
+                self._call_soon(busy.on_progress, Progress(
+                    job_id, "running", total=busy.request.denoising_steps, loading=text))
+
     def _deliver(self, report: StepReport) -> None:
         """Fan a worker's step report out to the jobs in it that still want it."""
         for job_id in report.job_ids:
@@ -596,7 +647,12 @@ class Executor:
 
 
 class ThreadWorker(WorkerSlot):
-    """A `Worker` on a thread of this process: built, warmed up and run there, and only there."""
+    """A `Worker` on a thread of this process: built, warmed up and run there, and only there.
+
+    When the GPU fails for good during a batch (`DeviceFault`), the worker ends: the batch goes
+    back to the queue as a lost worker's would, and `recover` builds a new worker on a new
+    thread. (A CUDA context that the error poisoned for the whole process fails that rebuild's
+    warm-up; the slot is then gone, and the bot must be restarted.)"""
 
     def __init__(self, factory: Callable[[], Worker], warm_up: GenerationRequest | None,
                  name: str = "local") -> None:
@@ -609,11 +665,21 @@ class ThreadWorker(WorkerSlot):
     async def start(self) -> None:
         if self._thread is None:  # a try after a failed one builds on the same thread
             self._thread = EngineThread("atelier-gpu")
-        self.worker = await asyncio.wrap_future(self._thread.submit(self._build))
+        thread = self._thread
+        loop = asyncio.get_running_loop()
+
+        def loading_soon(loading: Loading | None) -> None:  # on the worker's thread
+            try:
+                loop.call_soon_threadsafe(self._loading_changed, loading)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        self.worker = await asyncio.wrap_future(thread.submit(self._build, loading_soon))
         self.details = describe_worker(self.worker)
 
-    def _build(self) -> Worker:
+    def _build(self, loading_soon: Callable[[Loading | None], None]) -> Worker:
         worker = self.factory()
+        worker.on_loading = loading_soon
         if self.warm_up is not None:
             started = time.perf_counter()
             outcome = worker.run([self.warm_up])[self.warm_up.job_id]
@@ -623,7 +689,7 @@ class ThreadWorker(WorkerSlot):
         return worker
 
     async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
-                  cancelled: Callable[[str], bool]) -> dict[str, Outcome]:
+                  cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         assert self.worker is not None and self._thread is not None
         loop = asyncio.get_running_loop()
 
@@ -634,16 +700,36 @@ class ThreadWorker(WorkerSlot):
                 pass
 
         try:
-            outcomes: dict[str, Outcome] = await asyncio.wrap_future(
-                self._thread.submit(self.worker.run, list(batch), report_soon, cancelled))
+            # The engine's thread is free again once the pictures are decoded; they are
+            # finished (safety check, PNGs) on other threads while it runs the next batch.
+            finishing: dict[str, Finishing] = await asyncio.wrap_future(
+                self._thread.submit(self.worker.start, list(batch), report_soon, cancelled))
+        except DeviceFault as fault:
+            log.error("worker %s: the GPU failed (%s); building the worker again", self.name,
+                      fault)
+            self.worker = None
+            self._thread.stop()
+            self._thread = None  # `recover` builds on a new one
+            raise WorkerLost(f"the GPU failed: {fault}", attempts=FAULT_ATTEMPTS) from None
         finally:
             self.details = describe_worker(self.worker)
-        return outcomes
+        return {job_id: asyncio.wrap_future(future) for job_id, future in finishing.items()}
+
+    async def recover(self) -> bool:
+        """Build the worker again after a GPU failure, on a new thread."""
+        try:
+            await self.start()
+        except Exception:
+            log.exception("worker %s could not be built again", self.name)
+            return False
+        return True
 
     async def stop(self) -> None:
         if self._thread is not None:
             self._thread.stop()
             await asyncio.to_thread(self._thread.join)
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.drain)  # the last pictures are finished first
 
 
 class LocalExecutor(Executor):
@@ -659,4 +745,5 @@ class LocalExecutor(Executor):
         return self._slot.worker
 
     async def _open(self) -> list[WorkerSlot]:
+        self._slot.on_loading = self._loading
         return [self._slot]

@@ -51,6 +51,7 @@ class ModelSpec:
     family: Family
     sdxl: bool = False  # needs the SDXL pipeline (two text encoders)
     inpaint: str | None = None  # source of a dedicated inpainting checkpoint (SD_INPAINT_MODELS)
+    vae: str | None = None  # source of a VAE that replaces the model's own (SD_VAE)
 
 
 def model_name(source: str) -> str:

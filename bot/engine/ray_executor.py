@@ -29,18 +29,27 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bot.engine.executor import (
     EngineThread,
     Executor,
+    Finished,
     WorkerDetails,
     WorkerLost,
     WorkerSlot,
     describe_worker,
 )
 from bot.engine.types import GenerationRequest
-from bot.engine.worker import Outcome, Reporter, StepReport, Worker, WorkerConfig
+from bot.engine.worker import (
+    DeviceFault,
+    Outcome,
+    Reporter,
+    StepReport,
+    Worker,
+    WorkerConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,31 @@ def connect(address: str = "", num_cpus: int | None = None) -> bool:
 
 
 Setup = tuple[WorkerConfig, GenerationRequest | None, int | None]  # a WorkerActor's arguments
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How many workers to start and what each asks Ray for."""
+
+    count: int
+    gpu: bool  # each worker takes a whole GPU
+    threads: int | None  # torch threads of a CPU worker (None: a GPU worker's default)
+
+    @property
+    def resources(self) -> dict[str, int]:
+        return {"num_gpus": 1 if self.gpu else 0, "num_cpus": 1}
+
+
+def placement(device: str, gpus: int, workers: int | None, cpu_threads: int | None,
+              cores: int) -> Placement:
+    """Workers that will run on a GPU ask Ray for one each (RAY_WORKERS defaults to one per
+    GPU); workers told to run on the CPU (`SD_DEVICE=cpu`) ask for none, even on a cluster that
+    has GPUs: a GPU each would leave all but the first waiting forever on a one-GPU machine."""
+    if gpus and device in ("auto", "cuda"):
+        return Placement(workers or gpus, gpu=True, threads=None)
+    count = workers or CPU_WORKERS
+    # CPU workers are assumed to share the bot's machine: leave it a core, split the rest.
+    return Placement(count, gpu=False, threads=cpu_threads or max(1, (cores - 1) // count))
 
 
 class WorkerActor:
@@ -128,6 +162,12 @@ class WorkerActor:
         try:
             outcomes: dict[str, Outcome] = self._thread.submit(
                 self.worker.run, batch, self._report, self._is_cancelled).result()
+        except DeviceFault as fault:
+            # The GPU is unusable to this process: end it, and Ray starts the worker again (the
+            # bot puts the batch back in the queue, as for any worker that died).
+            log.critical("the GPU failed (%s); ending this worker so that Ray restarts it", fault)
+            logging.shutdown()
+            os._exit(1)
         finally:
             with self._lock:
                 self._cancelled.difference_update(request.job_id for request in batch)
@@ -233,7 +273,7 @@ class RayWorker(WorkerSlot):
                  details.pid, " (reused)" if reused is not None else "")
 
     async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
-                  cancelled: Callable[[str], bool]) -> dict[str, Outcome]:
+                  cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         from ray.exceptions import RayError, RayTaskError
 
         ref = self.actor.run.remote(list(batch))
@@ -253,7 +293,7 @@ class RayWorker(WorkerSlot):
         done.set()
         # a last poll: the steps run since the one before, so progress ends where it did
         await polling
-        return outcomes
+        return dict(outcomes)
 
     async def _poll(self, report: Reporter, done: asyncio.Event) -> None:
         """Fetch the batch's newest progress every `POLL_INTERVAL` until `done`, then once more."""
@@ -329,26 +369,22 @@ class RayExecutor(Executor):
         self._owns_ray = await asyncio.to_thread(connect, self._address, num_cpus)
         resources = await asyncio.to_thread(ray.cluster_resources)
         gpus = int(resources.get("GPU", 0))
-        count = self._workers or gpus or CPU_WORKERS
+        place = placement(self._config.device, gpus, self._workers, self._cpu_threads,
+                          os.cpu_count() or 2)
+        count, threads = place.count, place.threads
         options: dict[str, Any] = {
             "max_restarts": -1,
             "max_task_retries": 0,
             "max_concurrency": 4,  # run + poll + cancel + details at once
+            **place.resources,
         }
-        threads = None
-        if gpus:
-            options.update(num_gpus=1, num_cpus=1)
-            if count > gpus:
-                log.warning("RAY_WORKERS=%d but the cluster has %d GPUs: %d workers wait for one",
-                            count, gpus, count - gpus)
-        else:
-            # CPU workers are assumed to share the bot's machine: leave it a core, split the rest.
-            threads = self._cpu_threads or max(1, ((os.cpu_count() or 2) - 1) // count)
-            options.update(num_cpus=1, num_gpus=0)
+        if place.gpu and count > gpus:
+            log.warning("RAY_WORKERS=%d but the cluster has %d GPUs: %d workers wait for one",
+                        count, gpus, count - gpus)
         log.info("Ray %s: %d %s (cluster: %s)",
                  "started here" if self._owns_ray and not self._address else "joined", count,
-                 "GPU workers" if gpus else f"CPU workers of {threads} torch thread(s) each",
-                 resources)
+                 "GPU workers" if place.gpu
+                 else f"CPU workers of {threads} torch thread(s) each", resources)
         kind = repr(sorted(options.items()))
         # Idle actors of an earlier executor are reused when they fit; others free their GPUs.
         fitting = [entry for entry in _idle if entry[0] == kind][:count]

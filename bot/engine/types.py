@@ -112,3 +112,4 @@ class Progress:
     preview: bytes | None = field(default=None, repr=False)  # small PNG decoded from latents
     # Queued while no worker could start yet: the engine is trying again (with backoff).
     engine_retrying: bool = False
+    loading: str | None = None  # the model being loaded meanwhile: "loading model (42 %)"

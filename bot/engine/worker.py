@@ -5,6 +5,7 @@ inputs and outputs are the plain dataclasses of `bot.engine.types`."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import itertools
@@ -14,18 +15,22 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from bot.engine import canvas
 from bot.engine.conditioning import Conditioning, encode_pair
+from bot.engine.loading import Loading, LoadProgress, reporting
 from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.modes import MODES, Inputs, ModeSpec
-from bot.engine.optimise import optimise, warm_up
+from bot.engine.optimise import compile_pipeline, configure_compiler, optimise, warm_up_requests
 from bot.engine.pngmeta import a1111_parameters, encode_png
-from bot.engine.preview import latents_to_png
+from bot.engine.preview import latents_to_rgb, rgb_to_png
 from bot.engine.prompting import strip_lora_tags
 from bot.engine.samplers import make_scheduler, sampler
 from bot.engine.tiny import TINY_SOURCES, build_tiny, build_tiny_inpaint
@@ -56,6 +61,12 @@ class WorkerConfig:
     cache_dir: str = "data/models"
     compile: bool = False
     lora_dir: str | None = None
+    # torch.compile's backend with `compile`; tests trace with `eager` (the same graphs and
+    # guards, without generating code, which takes minutes on a CPU)
+    compile_backend: str = "inductor"
+    # threads that finish pictures (safety check, PNG encoding) while the engine's thread goes
+    # on with the next batch; 0 = on the engine's thread itself (benchmarks compare the two)
+    finish_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,34 @@ class StepReport:
 Reporter = Callable[[StepReport], None]
 CancelCheck = Callable[[str], bool]
 Outcome = GenerationResult | BaseException
+Finishing = Future[GenerationResult]  # a job's pictures, being finished on another thread
+
+
+@dataclass
+class EngineTimes:
+    """Seconds the engine's thread was busy running batches, and how much of that inside
+    pipeline calls (denoising and decoding, less the step callbacks): the rest is the GPU's
+    idle time whenever the CPU work is not hidden behind queued GPU work."""
+
+    engine: float = 0.0
+    pipeline: float = 0.0
+    images: int = 0
+
+    @property
+    def outside(self) -> float:
+        return max(0.0, self.engine - self.pipeline)
+
+
+def gpu_problem() -> str | None:
+    """Why the NVIDIA GPU this machine shows cannot be used, in one line; None where it can be,
+    or where there is none."""
+    import torch
+
+    from bot.engine.cuda import nvidia_smi, unusable_gpu
+
+    if torch.cuda.is_available():
+        return None
+    return unusable_gpu(False, torch.__version__, torch.version.cuda, nvidia_smi())
 
 
 class _JobRefused(Exception):
@@ -83,12 +122,20 @@ class _JobRefused(Exception):
 
 
 def resolve_device(setting: str) -> str:
+    """The device `SD_DEVICE` stands for. `auto` takes cuda, else mps, else the CPU, but never
+    the CPU when the machine has an NVIDIA GPU that torch cannot use: a model would then run
+    there in float32, tens of times slower, and nobody would know why."""
     import torch
 
-    if setting != "auto":
+    if setting in ("cpu", "mps"):
         return setting
     if torch.cuda.is_available():
         return "cuda"
+    problem = gpu_problem()
+    if problem is not None:
+        raise EngineError(f"{problem}; or set SD_DEVICE=cpu to run on the CPU")
+    if setting == "cuda":
+        return setting
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
@@ -147,6 +194,33 @@ class _Loaded:
     safety: tuple[Any, Any] | None  # (checker, feature extractor) when the model ships one
     # LoRAs loaded into this model by name, least recently used first.
     adapters: OrderedDict[str, _Adapter] = field(default_factory=OrderedDict)
+    # Compiled models: the LoRAs merged into the weights (file, stamp, weight), and the weights
+    # they changed as they were, by `component.module`
+    merged: tuple[tuple[str, tuple[int, int], float], ...] = ()
+    originals: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class DeviceFault(Exception):
+    """The GPU failed in a way that leaves it unusable to this process (CUDA's "an illegal
+    memory access was encountered", a device-side assert): every later call would fail too,
+    so the worker must end and be built again, and its batch run elsewhere."""
+
+
+FAULT_MARKERS = ("CUDA error", "CUBLAS_STATUS_", "CUDNN_STATUS_", "cuDNN error",
+                 "device-side assert", "unspecified launch failure")
+
+
+def is_device_fault(error: BaseException) -> bool:
+    """Whether `error` is a GPU error other than running out of memory."""
+    import torch
+
+    if _is_out_of_memory(error):
+        return False
+    accelerator = getattr(torch, "AcceleratorError", None)  # CUDA errors, from torch 2.8
+    if accelerator is not None and isinstance(error, accelerator):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error)
+                                                   for marker in FAULT_MARKERS)
 
 
 class Worker:
@@ -164,12 +238,24 @@ class Worker:
 
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         self.specs = {spec.name: spec for spec in config.models}
+        if config.compile:
+            configure_compiler(2 * len(config.models))  # with their inpainting checkpoints
         # LoRA adapters patch the separate q/k/v projections: left unfused where LoRAs may be used.
         self.fuse_qkv = config.lora_dir is None
         self._loras = LoraFolder(config.lora_dir)
         self._adapter_ids = itertools.count(1)
+        self._lora_cache: OrderedDict[tuple[str, tuple[int, int]], dict[str, Any]] = OrderedDict()
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self.jobs_done = 0
+        self._finishers = (ThreadPoolExecutor(config.finish_threads, "atelier-finish")
+                           if config.finish_threads else None)
+        self._times = EngineTimes()
+        self._unfinished: set[Finishing] = set()
+        # Where the loading of a model stands (None: not loading); `on_loading` hears of each
+        # change, on this worker's thread.
+        self.loading: Loading | None = None
+        self.on_loading: Callable[[Loading | None], None] | None = None
+        self._callback_seconds = 0.0
 
     # ---- models -----------------------------------------------------------------------------
 
@@ -182,18 +268,20 @@ class Worker:
 
         started = time.perf_counter()
         source = Path(spec.source).expanduser()
+        # SD_VAE: the model's own VAE is not even read
+        parts: dict[str, Any] = {"vae": vae} if (vae := self._load_vae(spec)) is not None else {}
         if spec.source in TINY_SOURCES:
             cache = Path(self.config.cache_dir)
             folder = build_tiny(cache / "tiny")
             if spec.source == "tiny-inpaint":
                 folder = build_tiny_inpaint(cache / "tiny-inpaint", folder)
-            pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=self.dtype)
+            pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=self.dtype, **parts)
         elif source.is_dir():
-            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype)
+            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype, **parts)
         elif source.suffix.lower() in SINGLE_FILE_SUFFIXES:
             cls = StableDiffusionXLPipeline if spec.sdxl else StableDiffusionPipeline
             try:
-                pipe = cls.from_single_file(str(source), dtype=self.dtype)
+                pipe = cls.from_single_file(str(source), dtype=self.dtype, **parts)
             except OSError as error:
                 # diffusers reads the components' configurations from the base model's hub
                 # repository (or the Hugging Face cache): say so instead of a cache traceback.
@@ -204,15 +292,37 @@ class Worker:
                     "hub or cache, and it was not found"
                 ) from error
         else:
-            pipe = self._load_from_hub(spec.source)
+            pipe = self._load_from_hub(spec.source, parts)
         return self._prepare(spec, pipe, started)
+
+    def _load_vae(self, spec: ModelSpec) -> Any | None:
+        """The VAE that SD_VAE gives `spec` (a diffusers folder, or one holding `vae/`, a single
+        file, or a hub repository), or None."""
+        if spec.vae is None:
+            return None
+        from diffusers import AutoencoderKL
+
+        source = Path(spec.vae).expanduser()
+        try:
+            if source.is_dir():
+                inner = "vae" if (source / "vae" / "config.json").is_file() else None
+                return AutoencoderKL.from_pretrained(source, subfolder=inner, dtype=self.dtype)
+            if source.suffix.lower() in SINGLE_FILE_SUFFIXES:
+                return AutoencoderKL.from_single_file(str(source), dtype=self.dtype)
+            return AutoencoderKL.from_pretrained(spec.vae, dtype=self.dtype)
+        except (OSError, ValueError) as error:
+            log.error("cannot load the VAE %s of model %s: %s", spec.vae, spec.name, error)
+            raise EngineError(f"The VAE of model `{spec.name}` (SD_VAE) could not be "
+                              "loaded") from error
 
     def adopt(self, spec: ModelSpec, pipe: Any) -> None:
         """Serve `spec` with a pipeline built elsewhere (benchmarks build full-size models from
         their configs); it is prepared like a loaded one. Call from the worker's thread."""
         self.specs[spec.name] = spec
         self._make_room()
-        self._loaded[spec.name] = self._prepare(spec, pipe, time.perf_counter())
+        self._loaded[spec.name] = loaded = self._prepare(spec, pipe, time.perf_counter())
+        if self.config.compile:
+            self._warm_up(loaded)
 
     def _prepare(self, spec: ModelSpec, pipe: Any, started: float) -> _Loaded:
         """Move a pipeline to the device, take out its safety checker, optimise it."""
@@ -224,27 +334,27 @@ class Worker:
             pipe.safety_checker = None
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
-        applied = optimise(pipe, self.device, fuse_qkv=self.fuse_qkv, compile=self.config.compile)
-        text_to_image = getattr(getattr(pipe, "unet", None), "config", {}).get("in_channels") != 9
-        if self.config.compile and self.device == "cuda" and text_to_image:
-            warm_up(pipe, spec.family.native_side, sorted({1, 4, self.config.max_batch}))
+        applied = optimise(pipe, self.device, fuse_qkv=self.fuse_qkv)
+        if self.config.compile:
+            compile_pipeline(pipe, self.config.compile_backend)
+            applied.append("compiled")
         log.info("loaded model %s (%s) on %s in %.1f s%s", spec.name, spec.family.label,
                  self.device, time.perf_counter() - started,
                  f" ({', '.join(applied)})" if applied else "")
         return _Loaded(spec, pipe, safety)
 
-    def _load_from_hub(self, repo_id: str) -> Any:
+    def _load_from_hub(self, repo_id: str, parts: dict[str, Any]) -> Any:
         import torch
         from diffusers import AutoPipelineForText2Image
 
         if self.dtype == torch.float16:
             try:
                 return AutoPipelineForText2Image.from_pretrained(
-                    repo_id, dtype=self.dtype, variant="fp16"
+                    repo_id, dtype=self.dtype, variant="fp16", **parts
                 )
             except (OSError, ValueError):
                 log.info("%s has no fp16 variant; loading the full weights", repo_id)
-        return AutoPipelineForText2Image.from_pretrained(repo_id, dtype=self.dtype)
+        return AutoPipelineForText2Image.from_pretrained(repo_id, dtype=self.dtype, **parts)
 
     def model(self, name: str) -> _Loaded:
         """The loaded model `name`, loading it (and moving the least recently used off) first
@@ -264,9 +374,40 @@ class Worker:
         except KeyError:
             raise EngineError(f"Unknown model `{name}`") from None
         self._make_room()
-        loaded = self._load(spec)
-        self._loaded[name] = loaded
+        try:
+            with reporting(LoadProgress(name, self._set_loading)):
+                loaded = self._load(spec)
+            self._loaded[name] = loaded
+            if self.config.compile:
+                self._warm_up(loaded)
+        finally:
+            self._set_loading(None)
         return loaded
+
+    def _set_loading(self, loading: Loading | None) -> None:
+        self.loading = loading
+        if self.on_loading is not None:
+            self.on_loading(loading)
+
+    def _warm_up(self, loaded: _Loaded) -> None:
+        """Run what the bot asks of the model once each (`warm_up_requests`), so that its
+        graphs are compiled now rather than while a user waits; a model that cannot be
+        compiled is not kept."""
+        started = time.perf_counter()
+        inpainting = loaded.pipe.unet.config.get("in_channels") == 9
+        requests = warm_up_requests(loaded.spec, self.config.max_batch, inpainting)
+        try:
+            for done, request in enumerate(requests):
+                self._set_loading(Loading(loaded.spec.name, 100 * done // len(requests),
+                                          "compiling"))
+                for finishing in self._run_together([request], None,
+                                                    lambda job_id: False).values():
+                    finishing.result()
+        except BaseException:
+            del self._loaded[loaded.spec.name]
+            raise
+        log.info("warmed up model %s for compiled graphs: %d requests in %.1f s",
+                 loaded.spec.name, len(requests), time.perf_counter() - started)
 
     def loaded_models(self) -> list[str]:
         """Models in memory, least recently used first, with where they are: `name@cuda`."""
@@ -279,6 +420,8 @@ class Worker:
         RAM, they are dropped."""
         on_device = [n for n, m in self._loaded.items()
                      if n != keep and m.pipe.device.type == self.device]
+        if len(on_device) >= self.config.models_loaded:
+            self.drain()  # finishing threads may still run a safety checker about to move
         while len(on_device) >= self.config.models_loaded:
             name = on_device.pop(0)
             started = time.perf_counter()
@@ -310,6 +453,9 @@ class Worker:
     def _use_loras(self, loaded: _Loaded, loras: tuple[tuple[str, float], ...]) -> None:
         """Make exactly `loras` active at their weights. Adapters stay loaded in the model, so
         the next job with the same LoRA does not read it from disk again."""
+        if self.config.compile:
+            self._merge_loras(loaded, loras)
+            return
         pipe = loaded.pipe
         if not loras:
             if loaded.adapters:
@@ -364,6 +510,101 @@ class Worker:
                  time.perf_counter() - started)
         return adapter
 
+    def _merge_loras(self, loaded: _Loaded, loras: tuple[tuple[str, float], ...]) -> None:
+        """A compiled model gets its LoRAs merged into its weights: loaded as adapters, fused,
+        and the adapters removed again, so the model keeps the structure its graphs were
+        compiled for (adapter layers, their names and weights would each recompile it). The
+        weights they change are kept as they were, and put back before the next merge:
+        subtracting a LoRA again would drift, in float16, a little further each time."""
+        files = self._loras.files()
+        wanted: list[tuple[str, tuple[int, int], float]] = []
+        for name, weight in loras:
+            found = find_lora(files, name)
+            if found is None:
+                raise EngineError(f"LoRA `{name}` is not in LORA_DIR")
+            stat = files[found].stat()
+            wanted.append((found, (stat.st_mtime_ns, stat.st_size), weight))
+        if tuple(wanted) == loaded.merged:
+            return
+        pipe = loaded.pipe
+        self._unmerge(loaded)
+        if not wanted:
+            return
+        started = time.perf_counter()
+        names = [f"merge_{index}" for index in range(len(wanted))]
+        try:
+            for adapter, (found, stamp, _) in zip(names, wanted, strict=True):
+                try:
+                    with _peft_quiet():
+                        pipe.load_lora_weights(dict(self._lora_weights(files[found], stamp)),
+                                               adapter_name=adapter)
+                except Exception as error:
+                    log.warning("LoRA %s does not load into model %s: %s", found,
+                                loaded.spec.name, error)
+                    raise EngineError(f"LoRA `{found}` does not fit model `{loaded.spec.name}` "
+                                      f"({loaded.spec.family.label})") from None
+            pipe.set_adapters(names, [weight for _, _, weight in wanted])
+            self._keep_originals(loaded)
+            loaded.merged = tuple(wanted)  # from here, `_unmerge` puts the weights back
+            parts = [part for part in ("unet", "text_encoder", "text_encoder_2")
+                     if getattr(pipe, part, None) is not None]
+            pipe.fuse_lora(components=parts, adapter_names=names)
+        except BaseException:
+            with _peft_quiet():
+                pipe.unload_lora_weights()
+            self._unmerge(loaded)
+            raise
+        with _peft_quiet():
+            pipe.unload_lora_weights()  # the layers go; the fused weights stay
+        log.info("merged LoRAs %s into model %s in %.2f s",
+                 ", ".join(f"{found}:{weight:g}" for found, _, weight in wanted),
+                 loaded.spec.name, time.perf_counter() - started)
+
+    def _lora_weights(self, path: Path, stamp: tuple[int, int]) -> dict[str, Any]:
+        """A LoRA file's tensors, read once while it does not change (a few recent ones)."""
+        key = (str(path), stamp)
+        cached = self._lora_cache.get(key)
+        if cached is None:
+            from safetensors.torch import load_file
+
+            cached = self._lora_cache[key] = load_file(path)
+            while len(self._lora_cache) > ADAPTERS_KEPT:
+                self._lora_cache.popitem(last=False)
+        self._lora_cache.move_to_end(key)
+        return cached
+
+    @staticmethod
+    def _keep_originals(loaded: _Loaded) -> None:
+        """Copy, once, each weight that the loaded adapters are about to change."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for part in ("unet", "text_encoder", "text_encoder_2"):
+            model = getattr(loaded.pipe, part, None)
+            if model is None:
+                continue
+            for path, module in model.named_modules():
+                key = f"{part}.{path}"
+                if isinstance(module, BaseTunerLayer) and key not in loaded.originals:
+                    base = module.get_base_layer()
+                    loaded.originals[key] = {
+                        name: tensor.detach().to("cpu", copy=True)
+                        for name, tensor in base.named_parameters(recurse=False)}
+
+    @staticmethod
+    def _unmerge(loaded: _Loaded) -> None:
+        """Put back the weights merged LoRAs changed."""
+        import torch
+
+        if not loaded.merged:
+            return
+        with torch.no_grad():
+            for key, tensors in loaded.originals.items():
+                part, _, path = key.partition(".")
+                module = getattr(loaded.pipe, part).get_submodule(path)
+                for name, original in tensors.items():
+                    getattr(module, name).copy_(original)
+        loaded.merged = ()
+
     @staticmethod
     def _drop_adapter(loaded: _Loaded, name: str) -> None:
         adapter = loaded.adapters.pop(name)
@@ -386,36 +627,85 @@ class Worker:
         report: Reporter | None = None,
         cancelled: CancelCheck = lambda job_id: False,
     ) -> dict[str, Outcome]:
-        """Run compatible requests together; each job gets its result or its own exception."""
+        """Run compatible requests together and wait for their pictures; each job gets its
+        result or its own exception. Raises `DeviceFault` when the GPU failed for good."""
+        return {job_id: _outcome(finishing)
+                for job_id, finishing in self.start(requests, report, cancelled).items()}
+
+    def start(
+        self,
+        requests: Sequence[GenerationRequest],
+        report: Reporter | None = None,
+        cancelled: CancelCheck = lambda job_id: False,
+    ) -> dict[str, Finishing]:
+        """Run compatible requests together on this thread, up to their decoded pictures, and
+        hand those to the finishing threads (safety check, PNGs), so that this thread can start
+        the next batch meanwhile. Each job's future gets its result or its own `EngineError`;
+        a job cancelled before its pictures were made gets none. Raises `DeviceFault` when the
+        GPU failed for good."""
         started = time.perf_counter()
+        failed = False
+        fault = ""
         try:
-            outcomes = self._run_together(requests, report, cancelled)
+            finishing = self._run_together(requests, report, cancelled)
         except _JobRefused as refused:
             others = [request for request in requests if request.job_id != refused.job_id]
-            outcomes = self.run(others, report, cancelled) if others else {}
-            return {**outcomes, refused.job_id: refused.error}
+            finishing = self.start(others, report, cancelled) if others else {}
+            return {**finishing, refused.job_id: _failed(_bare(refused.error))}
         except EngineError as error:
-            return {request.job_id: error for request in requests}
-        except Exception:
-            if len(requests) == 1:
+            return {request.job_id: _failed(_bare(error)) for request in requests}
+        except Exception as error:
+            if is_device_fault(error):
+                log.error("the GPU failed on a batch of %d jobs", len(requests), exc_info=True)
+                fault = str(error).strip().splitlines()[0]
+            elif len(requests) == 1:
                 log.exception("job %s failed", requests[0].job_id)
-                return {requests[0].job_id: EngineError("The image pipeline failed on this job")}
+                return {requests[0].job_id: _failed(
+                    EngineError("The image pipeline failed on this job"))}
+            else:
+                log.warning("a batch of %d jobs failed; running them one by one", len(requests),
+                            exc_info=True)
+                failed = True
+        finally:
+            self._times.engine += time.perf_counter() - started
+        if fault:
+            raise DeviceFault(fault)
+        if failed:
+            # Out of the handler first: its traceback holds the failed call's tensors.
+            self._free_memory()
             # One bad request must not fail the others: run each alone to find it.
-            log.warning("a batch of %d jobs failed; running them one by one", len(requests))
-            outcomes = {}
+            finishing = {}
             for request in requests:
-                outcomes.update(self.run([request], report, cancelled))
-            return outcomes
+                finishing.update(self.start([request], report, cancelled))
+            return finishing
         self.jobs_done += len(requests)
         log.debug("ran %d jobs in %.2f s", len(requests), time.perf_counter() - started)
-        return outcomes
+        return finishing
+
+    @property
+    def times(self) -> EngineTimes:
+        """Where the engine's thread spent its time so far."""
+        return replace(self._times)
+
+    def finish_on(self, threads: int) -> None:
+        """Finish pictures on `threads` threads from now on (0: on the engine's own thread), as
+        `finish_threads` would; benchmarks compare the two on one prepared model."""
+        self.drain()
+        old, self._finishers = self._finishers, (
+            ThreadPoolExecutor(threads, "atelier-finish") if threads else None)
+        if old is not None:
+            old.shutdown(wait=True)
+
+    def drain(self) -> None:
+        """Wait until every picture handed to the finishing threads is finished."""
+        concurrent.futures.wait(list(self._unfinished))
 
     def _run_together(
         self,
         requests: Sequence[GenerationRequest],
         report: Reporter | None,
         cancelled: CancelCheck,
-    ) -> dict[str, Outcome]:
+    ) -> dict[str, Finishing]:
         first = requests[0]
         if any(request.batch_key() != first.batch_key() for request in requests):
             raise ValueError("requests in one batch must share their batch key")
@@ -430,29 +720,34 @@ class Worker:
         conditioning = self._encode(loaded, requests)
         # 3. Prepare each request's mode inputs (starting picture, canvas, mask)
         inputs = {request.job_id: mode.prepare(request) for request in requests}
-        # 4. Denoise, in calls of at most MAX_BATCH images of one prompt length
+        # 4. Denoise and decode, in calls of at most MAX_BATCH images of one prompt length
         slots = [(request, index) for request in requests for index in range(request.count)]
         pictures, seconds = self._denoise(loaded, mode, slots, conditioning, inputs, report,
                                           cancelled)
-        # 5. Finish: keep the kept pixels, safety check, PNGs with their parameters
-        outcomes: dict[str, Outcome] = {}
-        for request in requests:
-            if cancelled(request.job_id):
-                continue
-            finish = inputs[request.job_id].finish
-            outcomes[request.job_id] = GenerationResult(
-                job_id=request.job_id,
-                model=request.model,
-                images=tuple(
-                    self._finish(loaded, request, index,
-                                 finish(pictures[(request.job_id, index)]))
-                    for index in range(request.count)
-                ),
-                seconds=seconds[request.job_id],
-                batch_images=len(slots),
-                prompt_chunks=conditioning[_prompt_key(request)][0].chunks,
-            )
-        return outcomes
+        self._times.images += len(pictures)
+        # 5. Finish on the finishing threads: keep the kept pixels, safety check, PNGs
+        kept = [request for request in requests if not cancelled(request.job_id)]
+        results = [GenerationResult(job_id=request.job_id, model=request.model, images=(),
+                                    seconds=seconds[request.job_id], batch_images=len(slots),
+                                    prompt_chunks=conditioning[_prompt_key(request)][0].chunks)
+                   for request in kept]
+        finishing: dict[str, Finishing] = {request.job_id: Future() for request in kept}
+        for future in finishing.values():
+            self._unfinished.add(future)
+            future.add_done_callback(self._unfinished.discard)
+        self._finishing(self._finish_batch, loaded, kept, results,
+                        [inputs[request.job_id].finish for request in kept],
+                        [[pictures[(request.job_id, index)] for index in range(request.count)]
+                         for request in kept],
+                        [finishing[request.job_id] for request in kept])
+        return finishing
+
+    def _finishing(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn` on a finishing thread, or here when there are none (FINISH_THREADS=0)."""
+        if self._finishers is None:
+            fn(*args)
+        else:
+            self._finishers.submit(fn, *args)
 
     def _model_for(self, request: GenerationRequest) -> _Loaded:
         """The model that serves `request`: for inpainting, the model's dedicated inpainting
@@ -496,12 +791,14 @@ class Worker:
         report: Reporter | None,
         cancelled: CancelCheck,
     ) -> tuple[dict[tuple[str, int], Any], dict[str, float]]:
-        """Every slot's picture, by (job id, image index), and each job's share of the time.
+        """Every slot's picture (an H×W×3 array of bytes), by (job id, image index), and each
+        job's share of the time.
 
         Prompts of different lengths (in 75-token chunks) cannot share a call. Each length runs
         in calls of its own rather than being padded to another job's, which would make a job's
-        pictures depend on the jobs it happened to be batched with. A call that runs out of
-        memory is split in halves and tried again."""
+        pictures depend on the jobs it happened to be batched with. A call whose denoising runs
+        out of memory is split in halves and tried again; a decode that does is retried alone
+        (`_decode`), without denoising again."""
         first = slots[0][0]
         lengths: dict[int, list[tuple[GenerationRequest, int]]] = {}
         for slot in slots:
@@ -516,23 +813,34 @@ class Worker:
             if not live:
                 continue
             started = time.perf_counter()
+            out_of_memory = False
             try:
-                made = self._call(loaded, live, mode, conditioning, inputs, report, cancelled)
+                latents = self._call(loaded, live, mode, conditioning, inputs, report, cancelled)
             except Exception as error:
                 if not _is_out_of_memory(error):
                     raise
+                out_of_memory = True
+            if out_of_memory:
+                # Freed here, after the handler: until then its traceback holds the failed
+                # call's activations, and the retry would run out of memory again.
                 self._free_memory()
                 if len(live) == 1:
                     raise EngineError(
                         f"Out of GPU memory for one {first.width}×{first.height} image; "
-                        "try a smaller size or fewer steps"
-                    ) from error
+                        "try a smaller size or fewer steps")
                 half = len(live) // 2
                 log.warning("out of memory with %d images; retrying as %d + %d",
                             len(live), half, len(live) - half)
                 pending[:0] = [live[:half], live[half:]]
                 continue
-            share = (time.perf_counter() - started) / len(live)
+            if latents is None:  # every job of the call was cancelled while it ran
+                continue
+            made = self._decode(loaded, latents, first.width, first.height)
+            del latents
+            elapsed = time.perf_counter() - started
+            self._times.pipeline += elapsed - self._callback_seconds
+            self._callback_seconds = 0.0
+            share = elapsed / len(live)
             for (request, index), picture in zip(live, made, strict=True):
                 pictures[(request.job_id, index)] = picture
                 seconds[request.job_id] += share
@@ -547,8 +855,9 @@ class Worker:
         inputs: dict[str, Inputs],
         report: Reporter | None,
         cancelled: CancelCheck,
-    ) -> list[Any]:
-        """One pipeline call for `slots` (request, image index); returns PIL images in order."""
+    ) -> Any:
+        """One pipeline call for `slots` (request, image index); returns their latents, in
+        order (None when the call was interrupted because every job in it was cancelled)."""
         import diffusers
         import torch
 
@@ -577,49 +886,149 @@ class Worker:
             guidance_scale=first.guidance,
             generator=[torch.Generator("cpu").manual_seed(request.seeds[index])
                        for request, index in slots],
-            output_type="pil",
+            output_type="latent",  # decoded by `_decode`, one picture at a time
             callback_on_step_end=self._on_step_end(loaded, slots, report, cancelled),
             callback_on_step_end_tensor_inputs=["latents"],
         )
-        # 4. Large pictures (upscales) are decoded in tiles, so the VAE's memory stays bounded
-        native = loaded.spec.family.native_side
-        if first.width * first.height > TILED_DECODE_AREA * native * native:
-            pipe.vae.enable_tiling()
-        else:
-            pipe.vae.disable_tiling()
-        # 5. Denoise and decode
+        # 4. Large pictures (upscales) are encoded in tiles, so the VAE's memory stays bounded
+        self._tile_for(pipe.vae, loaded, first.width, first.height)
+        # 5. Denoise
         with torch.inference_mode():
             output = pipe(**kwargs)
-        return list(output.images)
+        if all(cancelled(request.job_id) for request, _ in slots):
+            return None
+        return output.images
 
     @staticmethod
-    def _on_step_end(loaded: _Loaded, slots: list[tuple[GenerationRequest, int]],
+    def _tile_for(vae: Any, loaded: _Loaded, width: int, height: int) -> bool:
+        """Tile the VAE's work for pictures larger than `TILED_DECODE_AREA` times the model's
+        native area; returns whether it does."""
+        native = loaded.spec.family.native_side
+        tiled = width * height > TILED_DECODE_AREA * native * native
+        if tiled:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        return tiled
+
+    def _decode(self, loaded: _Loaded, latents: Any, width: int, height: int) -> list[Any]:
+        """Latents → pictures (H×W×3 arrays of bytes), decoded one at a time: the VAE's
+        activations at full resolution are the largest tensors of a job, and a batch of 8 of
+        them at once is what runs a card out of memory. A VAE that overflows in float16 (SDXL's,
+        `force_upcast`) decodes in float32 here, and only here. A picture that still does not
+        fit is decoded again in tiles; its latents are kept, so nothing is denoised twice."""
+        import torch
+
+        vae = loaded.pipe.vae
+        tiled = self._tile_for(vae, loaded, width, height)
+        upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+        pictures = []
+        # (the dtype changes outside inference mode, or the weights would become inference tensors)
+        with _decoding_dtype(vae, torch.float32 if upcast else vae.dtype), torch.inference_mode():
+            for row in range(latents.shape[0]):
+                one = latents[row:row + 1]
+                picture = self._decode_one(loaded, vae, one)
+                if picture is None and not tiled:
+                    log.warning("out of memory decoding one %d×%d picture; decoding it in tiles",
+                                width, height)
+                    vae.enable_tiling()
+                    picture = self._decode_one(loaded, vae, one)
+                    vae.disable_tiling()
+                if picture is None:
+                    raise EngineError(f"Out of GPU memory decoding one {width}×{height} image; "
+                                      "try a smaller size")
+                pictures.append(picture)
+        return pictures
+
+    def _decode_one(self, loaded: _Loaded, vae: Any, latents: Any) -> Any | None:
+        """One picture as an H×W×3 array of bytes, as the pipeline's own decode and
+        post-processing would make it; None when it ran out of memory."""
+        import torch
+
+        out_of_memory = False
+        try:
+            image = vae.decode(_unscaled(vae, latents.to(vae.dtype)), return_dict=False)[0]
+        except Exception as error:
+            if not _is_out_of_memory(error):
+                raise
+            out_of_memory = True
+        if out_of_memory:
+            self._free_memory()  # after the handler, whose traceback holds the activations
+            return None
+        watermark = getattr(loaded.pipe, "watermark", None)
+        if watermark is not None:  # SDXL's invisible watermark, where it is installed
+            image = watermark.apply_watermark(image)
+        # diffusers' `VaeImageProcessor.postprocess`, on the device: only bytes cross to the CPU
+        image = (image * 0.5 + 0.5).clamp(0, 1).float()
+        pixels = (image * 255).round().to(torch.uint8)
+        return pixels[0].permute(1, 2, 0).cpu().numpy()
+
+    def _on_step_end(self, loaded: _Loaded, slots: list[tuple[GenerationRequest, int]],
                      report: Reporter | None, cancelled: CancelCheck) -> Callable[..., Any]:
         """Progress (with a preview of each job's first image now and then) and cancellation,
-        after every step of a call."""
+        after every step of a call. Previews are projected here and made into PNGs on a
+        finishing thread; each goes out with the first step report after it is ready."""
         job_ids = tuple(dict.fromkeys(request.job_id for request, _ in slots))
         first_slot = {job_id: next(i for i, (request, _) in enumerate(slots)
                                    if request.job_id == job_id) for job_id in job_ids}
         last_preview = [0.0]
+        ready: dict[str, bytes] = {}  # filled by a finishing thread
+
+        def encode(pixels: dict[str, Any]) -> None:
+            ready.update({job_id: rgb_to_png(rgb) for job_id, rgb in pixels.items()})
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+            now = time.perf_counter()
             if all(cancelled(job_id) for job_id in job_ids):
                 pipe._interrupt = True
             elif report is not None:
-                previews: dict[str, bytes] = {}
-                now = time.monotonic()
-                if now - last_preview[0] >= PREVIEW_INTERVAL and step + 1 < pipe.num_timesteps:
-                    last_preview[0] = now
+                if (time.monotonic() - last_preview[0] >= PREVIEW_INTERVAL
+                        and step + 1 < pipe.num_timesteps):
+                    last_preview[0] = time.monotonic()
                     latents = tensors["latents"]
-                    previews = {job_id: latents_to_png(latents[i], loaded.spec.sdxl)
-                                for job_id, i in first_slot.items()}
+                    self._finishing(encode, {job_id: latents_to_rgb(latents[i], loaded.spec.sdxl)
+                                             for job_id, i in first_slot.items()})
+                previews = {job_id: ready.pop(job_id) for job_id in list(ready)}
                 report(StepReport(job_ids, step + 1, pipe.num_timesteps, previews))
+            self._callback_seconds += time.perf_counter() - now
             return tensors
 
         return on_step_end
 
-    def _finish(self, loaded: _Loaded, request: GenerationRequest, index: int,
-                picture: Any) -> GeneratedImage:
+    def _finish_batch(self, loaded: _Loaded, requests: list[GenerationRequest],
+                      results: list[GenerationResult],
+                      finishes: list[Callable[[Image.Image], Image.Image]],
+                      pictures: list[list[Any]], futures: list[Finishing]) -> None:
+        """On a finishing thread: each job's pictures as the mode finishes them, the safety
+        checker once for the whole batch, then each job's PNGs (a task of its own, so that
+        several encode at once)."""
+        try:
+            made = [[finish(Image.fromarray(array)) for array in arrays]
+                    for finish, arrays in zip(finishes, pictures, strict=True)]
+            flags = iter(self._safety_flags(loaded, [p for job in made for p in job]))
+            verdicts = [[next(flags) for _ in job] for job in made]
+        except Exception:
+            log.exception("finishing a batch of %d jobs failed", len(requests))
+            for future in futures:
+                future.set_exception(EngineError("The image pipeline failed on this job"))
+            return
+        for job in zip(requests, results, made, verdicts, futures, strict=True):
+            self._finishing(self._encode_job, *job)
+
+    def _encode_job(self, request: GenerationRequest, result: GenerationResult,
+                    pictures: list[Image.Image], nsfw: list[bool], future: Finishing) -> None:
+        try:
+            images = tuple(self._finish(request, index, picture, flag)
+                           for index, (picture, flag) in enumerate(zip(pictures, nsfw,
+                                                                       strict=True)))
+        except Exception:
+            log.exception("encoding the pictures of job %s failed", request.job_id)
+            future.set_exception(EngineError("The image pipeline failed on this job"))
+            return
+        future.set_result(replace(result, images=images))
+
+    def _finish(self, request: GenerationRequest, index: int, picture: Any,
+                nsfw: bool) -> GeneratedImage:
         seed = request.seeds[index]
         parameters = a1111_parameters(
             prompt=request.prompt,
@@ -640,21 +1049,23 @@ class Worker:
             png=encode_png(picture, parameters),
             width=picture.width,
             height=picture.height,
-            nsfw=self._is_nsfw(loaded, picture),
+            nsfw=nsfw,
         )
 
-    def _is_nsfw(self, loaded: _Loaded, picture: Any) -> bool:
-        if loaded.safety is None:
-            return False
+    def _safety_flags(self, loaded: _Loaded, pictures: Sequence[Any]) -> list[bool]:
+        """The safety checker's verdict on each picture, in one call for all of them."""
+        if loaded.safety is None or not pictures:
+            return [False] * len(pictures)
         import numpy as np
         import torch
 
         checker, extractor = loaded.safety
-        clip_input = extractor([picture], return_tensors="pt").pixel_values
-        array = np.asarray(picture, dtype=np.float32)[None] / 255.0
+        clip_input = extractor(list(pictures), return_tensors="pt").pixel_values
+        array = np.stack([np.asarray(picture, dtype=np.float32) for picture in pictures]) / 255.0
         with torch.inference_mode():
-            _, flags = checker(images=array, clip_input=clip_input.to(self.device, checker.dtype))
-        return bool(flags[0])
+            _, flags = checker(images=array,
+                               clip_input=clip_input.to(self.device, checker.dtype))
+        return [bool(flag) for flag in flags]
 
 
 @contextlib.contextmanager
@@ -665,6 +1076,55 @@ def _peft_quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
         yield
+
+
+@contextlib.contextmanager
+def _decoding_dtype(vae: Any, dtype: Any) -> Iterator[None]:
+    """The VAE in `dtype` for a while (float32, to decode with a VAE that overflows in float16),
+    then back in its own."""
+    own = vae.dtype
+    if dtype == own:
+        yield
+        return
+    vae.to(dtype)
+    try:
+        yield
+    finally:
+        vae.to(own)
+
+
+def _unscaled(vae: Any, latents: Any) -> Any:
+    """Latents as the VAE decodes them: SDXL-style VAEs that publish their latents' mean and
+    spread are given them back, the others are divided by their scaling factor."""
+    config = vae.config
+    mean, spread = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and spread is not None:
+        import torch
+
+        shape = (1, len(mean), 1, 1)
+        mean_t = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
+        spread_t = torch.tensor(spread).view(shape).to(latents.device, latents.dtype)
+        return latents * spread_t / config.scaling_factor + mean_t
+    return latents / config.scaling_factor
+
+
+def _failed(error: BaseException) -> Finishing:
+    future: Finishing = Future()
+    future.set_exception(error)
+    return future
+
+
+def _outcome(finishing: Finishing) -> Outcome:
+    """A finished job's result, or its exception."""
+    error = finishing.exception()
+    return finishing.result() if error is None else error
+
+
+def _bare(error: EngineError) -> EngineError:
+    """`error` without the frames it was raised through: a job's error is kept until its job
+    is settled, and those frames hold the batch's tensors."""
+    error.__traceback__ = None
+    return error
 
 
 def _prompt_key(request: GenerationRequest) -> tuple[str, str]:

@@ -29,13 +29,17 @@ def progress_shown(job: JobRecord, delivery: Delivery,
         nonlocal preview, running
         if progress.state == "queued":
             delivery.update(Render(
-                render.queued_text(job, progress.position, progress.engine_retrying),
+                render.queued_text(job, progress.position, progress.engine_retrying,
+                                   progress.loading),
                 view=cancel_view(job.id)))
             return
         if not running:
             running = True
             started()
         if progress.step == 0:
+            if progress.loading:  # its turn has come, and its model is loading
+                delivery.update(Render(render.starting_text(job, progress.loading),
+                                       view=cancel_view(job.id)))
             return
         if progress.preview is not None:
             # Kept for the following updates too: only some steps come with a new preview.

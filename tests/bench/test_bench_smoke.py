@@ -17,11 +17,43 @@ def test_gpu_bench_smoke_prints_its_figures(tmp_path: Path, tiny_model_dir: Path
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout
-    for label in ("naive (one call per request):", "atelier executor (batched):", "ratio:",
-                  "single request latency:", "same seed vs plain pipeline:"):
+    for label in ("naive (one call per request):", "atelier executor (batched):",
+                  "executor with MAX_BATCH=1:", "ratio:", "single request latency:",
+                  "same seed vs plain pipeline:", "engine thread outside pipeline calls: before",
+                  "share of dense fp16 peak:"):
         assert label in lines, lines
     difference = float(lines.split("same seed vs plain pipeline:")[1].split("%")[0])
     assert difference < 2.0  # the executor's pictures are the plain pipeline's
+    # the FLOPs of an image, derived from the tiny model's own configuration at 128²
+    assert ("FLOPs per image: 2 FLOP/MAC × (2 (guidance) × 4 steps × " in lines
+            and "GMAC (UNet at 16×16 latents, 77 tokens) + " in lines
+            and "GMAC (VAE decode at 128×128)) = " in lines), lines
+
+
+def test_dense_fp16_peaks_by_device_name() -> None:
+    from bench.models import dense_fp16_peak
+
+    assert dense_fp16_peak("NVIDIA H100 80GB HBM3") == 989.4
+    assert dense_fp16_peak("NVIDIA H100 PCIe") == 756.5
+    assert dense_fp16_peak("NVIDIA H200") == 989.4
+    assert dense_fp16_peak("NVIDIA A100-SXM4-80GB") == 312.0
+    assert dense_fp16_peak("NVIDIA L40S") == 362.05
+    assert dense_fp16_peak("NVIDIA GeForce RTX 4090") == 165.2
+    assert dense_fp16_peak("Tesla T4") is None
+
+
+def test_sd15_flops_per_image_match_the_published_count() -> None:
+    """SD 1.5 at 512², 30 guided steps: about 0.4 TMAC per UNet call, 1.26 TMAC to decode, so
+    50.7 TFLOP an image."""
+    import torch
+
+    from bench.models import flops_per_image, sd15_pipeline
+
+    pipe = sd15_pipeline("meta", torch.float16)  # the configuration, without weights
+    flops = flops_per_image(pipe, 512, 512, 30, guided=True)
+    assert round(flops.unet_macs / 1e9) == 402 and round(flops.vae_macs / 1e9) == 1257
+    assert flops.calls == 60 and round(flops.total / 1e12, 1) == 50.7
+    assert flops.formula.endswith("= 50.7 TFLOP")
 
 
 def test_loop_bench_runs_end_to_end() -> None:

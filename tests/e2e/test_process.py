@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -34,6 +35,32 @@ def test_a_malformed_setting_is_named_in_one_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "MAX_BATCH" in lines[0], result.stderr
     assert "abc" not in result.stderr
+
+
+async def test_an_nvidia_gpu_torch_cannot_use_stops_the_start_in_one_line(
+        discord_double: DiscordDouble, data_dir: Path, tmp_path: Path) -> None:
+    """A machine whose torch cannot use its GPU (here: a CPU build, and an `nvidia-smi` that
+    answers as a driver would) must not quietly run every job on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine's torch can use a GPU")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    smi = folder / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   "
+                   "CUDA Version: 12.2 |'\n")
+    smi.chmod(0o755)
+    env = bot_env(discord_double, data_dir, SD_DEVICE="auto",
+                  PATH=f"{folder}{os.pathsep}{os.environ['PATH']}")
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("atelier: an NVIDIA GPU is here (driver 535.104.05, CUDA 12.2) but "
+                           "torch "), result.stderr
+    assert "SD_DEVICE=cpu" in last and "Traceback" not in result.stderr
 
 
 async def test_python_m_bot_serves_imagine_and_stops_cleanly(

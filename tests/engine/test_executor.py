@@ -284,11 +284,14 @@ class HoldFirstCall:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
+    def start(self, *args: Any, **kwargs: Any) -> Any:
         if not self.started.is_set():
             self.started.set()
             self.release.wait(TIMEOUT)
-        return self.worker.run(*args, **kwargs)
+        return self.worker.start(*args, **kwargs)
+
+    def drain(self) -> None:
+        self.worker.drain()
 
 
 async def test_a_newcomer_does_not_wait_for_a_busy_user(
@@ -321,3 +324,28 @@ async def test_compatible_jobs_share_a_call(tiny_worker: Worker,
     results = [await _wait(future) for future in (first, second, other)]
     assert [r.batch_images for r in results] == [6, 6, 1]
     assert [len(r.images) for r in results] == [4, 2, 1]
+
+
+async def test_the_engine_runs_the_next_batch_while_pictures_are_finished(
+    start_executor: Callable[..., LocalExecutor], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PNG encoding and the safety check happen on finishing threads: a job whose pictures are
+    still being encoded does not hold up the next one on the GPU."""
+    gate = threading.Event()
+    encode = Worker._encode_job
+
+    def held(self: Worker, request: Any, *rest: Any) -> None:
+        if request.job_id == "slow":
+            gate.wait(TIMEOUT)
+        encode(self, request, *rest)
+
+    monkeypatch.setattr(Worker, "_encode_job", held)
+    executor = start_executor(max_batch=1)
+    slow = executor.submit(make_request("slow"))
+    fast = executor.submit(make_request("fast", user_key="other"))
+    try:
+        assert (await _wait(fast)).images
+        assert not slow.done()  # its PNGs are still being made
+    finally:
+        gate.set()
+    assert (await _wait(slow)).images

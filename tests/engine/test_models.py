@@ -21,7 +21,7 @@ from bot.engine.samplers import make_scheduler
 from bot.engine.types import EngineError, GenerationRequest, GenerationResult, Mode
 from bot.engine.worker import Worker, WorkerConfig
 from tests.engine.helpers import difference, make_request, pixels
-from tests.models import ModelFiles
+from tests.models import ModelFiles, build_tiny_vae
 
 LONG = " ".join(["lighthouse", "harbour", "gulls", "stormy"] * 6)  # 168 tokens: 3 chunks
 
@@ -98,6 +98,69 @@ def test_sdxl_img2img_from_an_upload(worker: Worker) -> None:
     assert [(image.width, image.height) for image in result.images] == [(184, 88)] * 2
     txt2img = one(worker, model="xl", seeds=(1,), width=184, height=88, steps=6)
     assert mean_difference(result, txt2img) > 0.5
+
+
+# ---- VAEs ---------------------------------------------------------------------------------------
+
+def test_sd_vae_replaces_a_models_own(model_files: ModelFiles, tmp_path: Path) -> None:
+    """SD_VAE: the pictures are those of the model's pipeline with that VAE in it."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    folder = build_tiny_vae(tmp_path / "vae", seed=5)
+    fixed = replace(describe("fixed", "tiny"), vae=str(folder))
+    worker = Worker(WorkerConfig(models=(describe("tiny", "tiny"), fixed), device="cpu",
+                                 cache_dir=str(model_files.tiny.parent), models_loaded=2))
+    with_vae = one(worker, model="fixed", seeds=(3,), steps=3)
+    own = one(worker, model="tiny", seeds=(3,), steps=3)
+    assert mean_difference(with_vae, own) > 0.5
+    pipe = StableDiffusionPipeline.from_pretrained(model_files.tiny,
+                                                   vae=AutoencoderKL.from_pretrained(folder))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler("euler", pipe.scheduler.config)
+    picture = pipe(prompt="a red fox", num_inference_steps=3, guidance_scale=7.0, width=128,
+                   height=128, generator=torch.Generator().manual_seed(3)).images[0]
+    assert int(np.abs(pixels(with_vae.images[0]) - np.asarray(picture, np.int16)).max()) <= 1
+
+
+def float16_xl(model_files: ModelFiles, vae: Path | None = None) -> Worker:
+    spec = describe("xl", str(model_files.xl))
+    spec = replace(spec, vae=str(vae)) if vae is not None else spec
+    return Worker(WorkerConfig(models=(spec,), device="cpu", dtype="float16",
+                               cache_dir=str(model_files.tiny.parent)))
+
+
+def decoder_inputs(worker: Worker) -> list[tuple[torch.dtype, int]]:
+    seen: list[tuple[torch.dtype, int]] = []
+    worker.model("xl").pipe.vae.decoder.register_forward_pre_hook(
+        lambda module, args: seen.append((args[0].dtype, args[0].shape[0])))
+    return seen
+
+
+def test_an_sdxl_vae_in_float16_decodes_in_float32_one_picture_at_a_time(
+        model_files: ModelFiles) -> None:
+    """SDXL's VAE overflows in float16 (`force_upcast`): only its decode runs in float32, one
+    picture at a time, not the whole batch (15–25 GB at batch 8 on a card)."""
+    from diffusers import AutoPipelineForText2Image
+
+    worker = float16_xl(model_files)
+    seen = decoder_inputs(worker)
+    result = one(worker, model="xl", seeds=(3, 4, 5), steps=3, guidance=6.0)
+    assert seen == [(torch.float32, 1)] * 3
+    assert worker.model("xl").pipe.vae.dtype == torch.float16  # back in float16 afterwards
+    pipe = AutoPipelineForText2Image.from_pretrained(model_files.xl, dtype=torch.float16)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler("euler", pipe.scheduler.config)
+    own = pipe(prompt=["a red fox"] * 3, num_inference_steps=3, guidance_scale=6.0, width=128,
+               height=128, generator=[torch.Generator().manual_seed(s) for s in (3, 4, 5)]).images
+    for image, picture in zip(result.images, own, strict=True):
+        assert int(np.abs(pixels(image) - np.asarray(picture, dtype=np.int16)).max()) <= 2
+
+
+def test_an_fp16_safe_sd_vae_decodes_in_float16(model_files: ModelFiles, tmp_path: Path) -> None:
+    worker = float16_xl(model_files, build_tiny_vae(tmp_path / "fp16-fix", seed=6))
+    seen = decoder_inputs(worker)
+    result = one(worker, model="xl", seeds=(3, 4), steps=3, guidance=6.0)
+    assert len(result.images) == 2 and seen == [(torch.float16, 1)] * 2
 
 
 # ---- single-file checkpoints --------------------------------------------------------------------

@@ -48,3 +48,26 @@ def test_an_inpainting_model_for_an_unknown_model_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"^SD_INPAINT_MODELS names 'anime', which is not a "
                                           r"model; models: default, tiny$"):
         Catalogue.from_settings(settings)
+
+
+def test_sd_vae_gives_models_their_vae(tmp_path: Path) -> None:
+    settings = Settings(discord_token="x", sd_model="tiny", sd_models=(("second", "tiny"),),
+                        sd_vae=(("default", "madebyollin/sdxl-vae-fp16-fix"),
+                                ("second", str(tmp_path))))
+    catalogue = Catalogue.from_settings(settings)
+    assert catalogue.get("tiny").vae == "madebyollin/sdxl-vae-fp16-fix"
+    assert catalogue.get("second").vae == str(tmp_path)
+
+
+@pytest.mark.parametrize(("vae", "message"), [
+    (("anime", "some/vae"), "SD_VAE names the model 'anime', which is not one of tiny, second "
+                            "(or default)"),
+    (("second", "/nowhere/vae.safetensors"), "SD_VAE: cannot use '/nowhere/vae.safetensors': "
+                                             "the file does not exist"),
+])
+def test_a_wrong_sd_vae_is_named_in_one_line(vae: tuple[str, str], message: str) -> None:
+    settings = Settings(discord_token="x", sd_model="tiny", sd_models=(("second", "tiny"),),
+                        sd_vae=(vae,))
+    with pytest.raises(ConfigError) as caught:
+        Catalogue.from_settings(settings)
+    assert str(caught.value) == message

@@ -51,6 +51,7 @@ def test_every_variable_parsed_and_typed(tmp_path: Path) -> None:
         "DEV_GUILD_ID": "123456789012345678",
         "SD_MODEL": "tiny",
         "SD_MODELS": " Anime=/models/waifu.safetensors , xl=stabilityai/sdxl-base ",
+        "SD_VAE": "xl=madebyollin/sdxl-vae-fp16-fix",
         "SD_DEVICE": "CPU",
         "SD_DTYPE": "bfloat16",
         "DATA_DIR": str(tmp_path / "store"),
@@ -72,6 +73,7 @@ def test_every_variable_parsed_and_typed(tmp_path: Path) -> None:
     assert settings.sd_model == "tiny"
     assert settings.sd_models == (("anime", "/models/waifu.safetensors"),
                                   ("xl", "stabilityai/sdxl-base"))
+    assert settings.sd_vae == (("xl", "madebyollin/sdxl-vae-fp16-fix"),)
     assert settings.sd_device == "cpu"
     assert settings.sd_dtype == "bfloat16"
     assert settings.data_dir == tmp_path / "store"
@@ -151,6 +153,8 @@ def test_token_not_required_when_not_asked(tmp_path: Path) -> None:
         ("SD_MODELS", "=/a.safetensors"),
         ("SD_MODELS", "a=/a.safetensors,A=/b.safetensors"),
         ("SD_MODELS", "bad name=/a.safetensors"),
+        ("SD_VAE", "madebyollin/sdxl-vae-fp16-fix"),
+        ("SD_VAE", "xl=a,XL=b"),
         ("DISCORD_API_BASE", "ftp://x"),
         ("DISCORD_API_BASE", "localhost:8080"),
         ("DISCORD_API_BASE", "ws://127.0.0.1:8080"),

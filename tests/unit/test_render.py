@@ -19,6 +19,10 @@ def test_result_line_is_exactly_the_specs() -> None:
 
 def test_placeholder_texts() -> None:
     assert render.queued_text(job(), 2).endswith("\nQueued — position 2")
+    assert render.queued_text(job(), 2, loading="loading model (42 %)").endswith(
+        "\nQueued — position 2 · loading model (42 %)")
+    assert render.starting_text(job(), "loading model (42 %)").endswith(
+        "\nStarting — loading model (42 %)")
     assert render.progress_text(job(), 12, 30).endswith("\nstep 12/30")
     assert render.cancelled_text(job()).endswith("\nCancelled")
 
