@@ -234,8 +234,10 @@ def check_models(settings: Settings, *, half: bool, hub_timeout: float, sizes: b
 
 def check_model(variable: str, name: str, source: str, *, half: bool, hub_timeout: float,
                 sizes: bool, unreachable: Mark) -> Finding:
-    topic = f"model {name}"
-    named = f"SD_MODEL={source}" if variable == "SD_MODEL" else f"{name}={source} in SD_MODELS"
+    if variable == "SD_MODEL":
+        topic, named = "default model", f"SD_MODEL={source}"
+    else:
+        topic, named = f"model {name}", f"{name}={source} in SD_MODELS"
     # 1. Here: the tiny model, a folder, a file
     if source in TINY_SOURCES:
         return Finding(Mark.OK, topic, f"{named}: made here, a small random model for tests")

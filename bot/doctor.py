@@ -121,10 +121,10 @@ async def _check_discord(client: discord.Client, settings: Settings,
         report(Finding(Mark.FAIL, "Discord", TOKEN_REFUSED))
         return None
     except UNREACHABLE as error:
-        where = (f" (DISCORD_API_BASE={settings.discord_api_base})"
-                 if settings.discord_api_base else "")
-        report(Finding(Mark.FAIL, "Discord", f"Discord is not reachable{where} ({reason(error)}): "
-                       "check this machine's internet connection, DNS and firewall"))
+        where = settings.discord_api_base or "discord.com"
+        report(Finding(Mark.FAIL, "Discord", f"Discord is not reachable at {where} "
+                       f"({reason(error)}): check this machine's internet connection, DNS and "
+                       "firewall"))
         return None
     application, user = client.application, client.user
     assert application is not None and user is not None

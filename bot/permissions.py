@@ -50,63 +50,56 @@ class ServerReport:
     """Where in one server the bot can post results, as its roles and overwrites allow."""
 
     usable: int  # text channels with every needed permission
-    gaps: tuple[ChannelGap, ...]  # viewable text channels lacking some
-    unseen_allowed: tuple[str, ...]  # ALLOWED_CHANNELS of this server the bot cannot view
-    allowed_gaps: bool  # some gap is in ALLOWED_CHANNELS
+    gaps: tuple[ChannelGap, ...]  # channels lacking some (unviewable ones only if allowed)
+    allowed: bool  # only ALLOWED_CHANNELS were checked
 
     @property
     def broken(self) -> bool:
-        """The bot cannot serve this server as configured: nowhere to post, or an allowed
-        channel it cannot use."""
-        return self.usable == 0 or self.allowed_gaps or bool(self.unseen_allowed)
+        """The bot cannot serve this server as configured: nowhere to post results, or a
+        channel of ALLOWED_CHANNELS it cannot post in."""
+        return self.usable == 0 or (self.allowed and bool(self.gaps))
 
     @property
     def fine(self) -> bool:
-        return not self.gaps and not self.unseen_allowed and self.usable > 0
+        return not self.gaps and self.usable > 0
 
     def describe(self) -> str:
         """One line: where the bot is fine, or what to grant where."""
+        which = "allowed channel" if self.allowed else "channel"
         if self.fine:
-            return f"permissions ok in {_count(self.usable, 'channel')}"
-        parts = []
-        if self.unseen_allowed:
-            named = ", ".join(f"#{name}" for name in self.unseen_allowed)
-            parts.append(f"cannot view {named} (in ALLOWED_CHANNELS)")
-        if self.gaps:
-            listed = [f"#{gap.name} lacks {', '.join(gap.missing)}"
-                      for gap in self.gaps[:LISTED_CHANNELS]]
-            more = len(self.gaps) - LISTED_CHANNELS
-            if more > 0:
-                listed.append(f"and {_count(more, 'more channel')}")
-            parts.append("; ".join(listed))
-        if self.usable == 0:
-            parts.append("it can post results in no channel")
-        else:
-            parts.append(f"ok in {_count(self.usable, 'other channel')}")
-        return "; ".join(parts) + ": grant them to the bot's role in each channel's settings"
+            return f"permissions ok in {_count(self.usable, which)}"
+        if not self.gaps:
+            return f"the bot can view no text channel here: grant it {', '.join(labels(NEEDED))}"
+        listed = [f"#{gap.name} lacks {', '.join(gap.missing)}"
+                  for gap in self.gaps[:LISTED_CHANNELS]]
+        if len(self.gaps) > LISTED_CHANNELS:
+            listed.append(f"and {_count(len(self.gaps) - LISTED_CHANNELS, 'more ' + which)}")
+        ok = (f"ok in {_count(self.usable, 'other ' + which)}" if self.usable
+              else f"no {which} where it can post results yet")
+        return (f"{'; '.join(listed)}: grant these to the bot's role in each channel's settings "
+                f"({ok})")
 
 
 def server_report(me: discord.Member, channels: Iterable[discord.abc.GuildChannel],
                   allowed: Iterable[int] = ()) -> ServerReport:
-    """Check the text channels of one server for `me`, the bot's member there. With
-    `allowed` (ALLOWED_CHANNELS), only those of this server count."""
+    """Check the text channels of one server for `me`, the bot's member there. Where
+    `allowed` (ALLOWED_CHANNELS) names some of them, only those count."""
     texts = [channel for channel in channels if isinstance(channel, discord.TextChannel)]
     allowed_here = set(allowed) & {channel.id for channel in texts}
     if allowed_here:
         texts = [channel for channel in texts if channel.id in allowed_here]
-    usable, gaps, unseen = 0, [], []
+    usable = 0
+    gaps: list[ChannelGap] = []
     for channel in sorted(texts, key=lambda c: c.position):
         have = channel.permissions_for(me)
-        if not have.view_channel:
-            if channel.id in allowed_here:
-                unseen.append(channel.name)
+        if not have.view_channel and not allowed_here:
             continue  # a private channel the bot was not let into is nobody's concern
         missing = discord.Permissions(NEEDED.value & ~have.value)
         if missing.value:
             gaps.append(ChannelGap(channel.name, tuple(labels(missing))))
         else:
             usable += 1
-    return ServerReport(usable, tuple(gaps), tuple(unseen), bool(allowed_here and gaps))
+    return ServerReport(usable, tuple(gaps), bool(allowed_here))
 
 
 def _count(count: int, what: str) -> str:

@@ -198,8 +198,8 @@ async def test_channels_the_bot_cannot_post_in_are_named_at_start(
         line = await bot.line("server Atelier Test:")
     finally:
         code = await bot.stop()
-    assert line.endswith("WARNING bot.client: server Atelier Test: #general lacks Attach Files; "
-                         "ok in 1 other channel: grant them to the bot's role in each channel's "
-                         "settings"), bot.output
+    assert line.endswith("WARNING bot.client: server Atelier Test: #general lacks Attach Files: "
+                         "grant these to the bot's role in each channel's settings (ok in 1 other "
+                         "channel)"), bot.output
     assert "server Elsewhere" not in bot.output  # nothing lacks there
     assert code == 0
