@@ -1,4 +1,5 @@
-# Set-up on a fresh machine is two commands: `make run` starts the bot, `make test` runs the suite.
+# Set-up on a fresh machine is two commands: `make run` starts the bot, `make test` runs the suite;
+# `make doctor` checks the set-up and says what to fix.
 # Both create .venv if it is missing and install the exact versions of requirements.lock; torch
 # comes first, at the version the project is tested with: the CPU build on a machine without an
 # NVIDIA GPU (a plain `pip install torch` pulls the CUDA build, several GB).
@@ -16,7 +17,7 @@ PYTEST_ARGS ?=
 # torch's CUDA runtime comes with the torch build installed first, never from the lock.
 CUDA_RUNTIME := ^(nvidia-|cuda-|triton)
 
-.PHONY: install run test lint typecheck bench lock clean
+.PHONY: install run doctor test lint typecheck bench lock clean
 
 install: $(STAMP)
 
@@ -38,6 +39,9 @@ $(STAMP): pyproject.toml $(LOCK)
 
 run: $(STAMP)
 	@$(PY) -m bot
+
+doctor: $(STAMP)
+	@$(PY) -m bot doctor
 
 test: $(STAMP)
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
