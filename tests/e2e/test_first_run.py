@@ -203,3 +203,24 @@ async def test_channels_the_bot_cannot_post_in_are_named_at_start(
                          "channel)"), bot.output
     assert "server Elsewhere" not in bot.output  # nothing lacks there
     assert code == 0
+
+
+async def test_a_dropped_gateway_connection_is_one_line_and_the_bot_reconnects(
+        discord_double: DiscordDouble, data_dir: Path, tmp_path: Path) -> None:
+    bot = await Running.start(bot_env(discord_double, data_dir), tmp_path)
+    try:
+        await discord_double.wait_ready(120)
+        await bot.line("ready as")
+        # Cut off, and turned away when it comes back: discord.py logs each failed reconnect
+        # with a traceback.
+        discord_double.gateway.refusing = True
+        await discord_double.disconnect_gateway(4000)
+        line = await bot.line("lost the connection to Discord")
+        discord_double.gateway.refusing = False
+        await discord_double.wait_for(lambda: discord_double.gateway.resume_count
+                                      or discord_double.gateway.ready_count > 1, 60)
+    finally:
+        code = await bot.stop()
+    assert "WARNING discord.client: lost the connection to Discord (" in line, bot.output
+    assert line.endswith(" s") and "; reconnecting in " in line
+    assert "Traceback" not in bot.output and code == 0
