@@ -216,6 +216,8 @@ class AtelierBot(commands.Bot):
             log.warning("Atelier is in no server yet: open this link to add it to one: %s",
                         invite_url(self.application_id))
         for guild in self.guilds:
+            if guild.me is None:  # not in the cache (yet): nothing to judge by
+                continue
             report = server_report(guild.me, guild.channels, self.settings.allowed_channels)
             if not report.fine:
                 log.warning("server %s: %s", guild.name, report.describe())

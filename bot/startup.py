@@ -127,6 +127,11 @@ async def connect(bot: discord.Client, stopping: asyncio.Event) -> None:
             if bot.ws is not None or bot.is_closed():
                 raise
             log.debug("the first connection failed after the gateway answered", exc_info=True)
+            delay = next(waits)
+            log.warning("Discord's gateway did not take the connection; trying again in %d s",
+                        delay)
+            if await stopped(stopping, delay):
+                return
 
 
 async def gateway_hello(gateway: yarl.URL, timeout: float = GATEWAY_TIMEOUT) -> None:

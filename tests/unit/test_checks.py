@@ -3,6 +3,7 @@ gives one line that names the setting and says what to do."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from bot.checks import (
     check_database,
     check_loras,
     check_model,
+    check_ray,
     download_size,
     reason,
 )
@@ -183,3 +185,22 @@ def test_the_invite_link_asks_for_the_commands_scope_and_what_the_bot_uses() -> 
     assert invite_url(1250000000000000001) == (
         "https://discord.com/oauth2/authorize?client_id=1250000000000000001"
         "&scope=bot+applications.commands&permissions=117760")
+
+
+def test_the_ray_cluster_of_ray_address(unused_tcp_port: int) -> None:
+    ray = "ray"
+    assert check_ray(settings(executor=ray)).text == (
+        "RAY_ADDRESS is empty: the bot starts a local Ray")
+    closed = check_ray(settings(executor=ray, ray_address=f"127.0.0.1:{unused_tcp_port}"))
+    assert closed.mark is Mark.FAIL
+    assert closed.text.startswith(f"RAY_ADDRESS=127.0.0.1:{unused_tcp_port}: "
+                                  f"127.0.0.1:{unused_tcp_port} cannot be reached (")
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        port = head.getsockname()[1]
+        answered = check_ray(settings(executor=ray, ray_address=f"ray://127.0.0.1:{port}"))
+    assert (answered.mark, answered.text) == (
+        Mark.OK, f"RAY_ADDRESS=ray://127.0.0.1:{port}: 127.0.0.1:{port} answers")
+    assert check_ray(settings(executor=ray, ray_address="head-node")).text == (
+        "RAY_ADDRESS=head-node: expected auto, host:port or ray://host:port")
