@@ -144,6 +144,18 @@ async def _check_discord(client: discord.Client, settings: Settings,
     else:
         report(Finding(Mark.OK, "gateway", f"{gateway} answers"))
     # 3. The servers: commands and permissions
+    try:
+        await check_servers(client, application.id, settings, report)
+    except (discord.HTTPException, *UNREACHABLE) as error:
+        said = (f"{error.status} {error.text}" if isinstance(error, discord.HTTPException)
+                else reason(error))
+        report(Finding(Mark.FAIL, "servers", f"Discord failed to list the bot's servers and "
+                       f"commands ({said}): run this again in a while"))
+    return application.id
+
+
+async def check_servers(client: discord.Client, application_id: int, settings: Settings,
+                        report: Callable[[Finding], None]) -> None:
     guilds = [guild async for guild in client.fetch_guilds(limit=None)]
     if not guilds:
         report(Finding(Mark.WARN, "servers", "the bot is in no server yet: open the invite link "
@@ -154,13 +166,12 @@ async def _check_discord(client: discord.Client, settings: Settings,
                        "server: invite it there with the link below, or unset DEV_GUILD_ID"))
     expected = expected_commands()
     registered = {command["name"] for command in
-                  await client.http.get_global_commands(application.id)}
+                  await client.http.get_global_commands(application_id)}
     for guild in guilds[:MAX_SERVERS]:
-        report(await check_server(client, guild, application.id, expected, registered, settings))
+        report(await check_server(client, guild, application_id, expected, registered, settings))
     if len(guilds) > MAX_SERVERS:
         report(Finding(Mark.OK, "servers", f"and {len(guilds) - MAX_SERVERS} more servers, not "
                        "checked one by one"))
-    return application.id
 
 
 async def check_server(client: discord.Client, guild: discord.Guild, application_id: int,

@@ -250,3 +250,15 @@ async def test_a_malformed_setting_is_the_only_line(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         "❌ configuration          MAX_BATCH must be a whole number ≥ 1, got 'lots'",
         "1 ❌ and 0 ⚠️: fix the ❌ lines, then run this again."]
+
+
+async def test_discord_failing_midway_is_a_line_not_a_traceback(
+        discord_double: DiscordDouble, data_dir: Path, tmp_path: Path) -> None:
+    discord_double.fail("GET", r"^/users/@me/guilds", status=403, times=None,
+                        body={"message": "Missing Access", "code": 50001})
+    result = await doctor(bot_env(discord_double, data_dir), tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert table(result.stdout)["servers"] == (
+        "❌", "Discord failed to list the bot's servers and commands (403 Missing Access): run "
+              "this again in a while")
+    assert f"  {INVITE}" in result.stdout.splitlines()
