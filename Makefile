@@ -1,5 +1,4 @@
-# Set-up on a fresh machine is two commands: `make run` starts the bot, `make test` runs the suite;
-# `make doctor` checks the set-up and says what to fix.
+# Set-up on a fresh machine is two commands: `make run` starts the bot, `make test` runs the suite.
 # Both create .venv if it is missing and install the exact versions of requirements.lock; torch
 # comes first, at the version the project is tested with: the CPU build on a machine without an
 # NVIDIA GPU (a plain `pip install torch` pulls the CUDA build, several GB).
