@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # torch's CUDA runtime comes with the torch build installed first, never from the lock.
 CUDA_RUNTIME := ^(nvidia-|cuda-|triton)
 
-.PHONY: install run test lint typecheck bench lock clean
+.PHONY: install run doctor test lint typecheck bench lock clean
 
 install: $(STAMP)
 
@@ -51,6 +51,9 @@ $(STAMP): pyproject.toml $(LOCK)
 
 run: $(STAMP)
 	@$(PY) -m bot
+
+doctor: $(STAMP)
+	@$(PY) -m bot doctor
 
 test: $(STAMP)
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)

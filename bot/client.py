@@ -23,6 +23,7 @@ from bot.engine.worker import Worker, WorkerConfig, gpu_problem, import_librarie
 from bot.housekeeping import Housekeeping
 from bot.jobs import JobPolicy, JobRunner
 from bot.loopwatch import LoopWatch
+from bot.permissions import invite_url, server_report
 from bot.replies import OUR_FAULT, answer_error
 from bot.ui import DYNAMIC_ITEMS, STALE_BUTTON, ButtonRouter
 from storage import ImageStore, Repository, open_database
@@ -52,6 +53,13 @@ def point_at(api_base: str | None, gateway_url: str | None) -> None:
         discord.http.Route.BASE = api_base
     if gateway_url:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+def quiet_voice_warnings() -> None:
+    """Atelier never joins voice: discord.py's warnings that voice libraries are missing would
+    only read as a problem to someone starting it for the first time."""
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
 
 
 class AtelierTree(app_commands.CommandTree["AtelierBot"]):
@@ -85,6 +93,7 @@ class AtelierBot(commands.Bot):
     def __init__(self, settings: Settings) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # no privileged intents: everything arrives as interactions
+        quiet_voice_warnings()
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -184,7 +193,14 @@ class AtelierBot(commands.Bot):
         if self.settings.dev_guild_id is not None:
             guild = discord.Object(self.settings.dev_guild_id)
             self.tree.copy_global_to(guild=guild)
-            synced = await self.tree.sync(guild=guild)
+            try:
+                synced = await self.tree.sync(guild=guild)
+            except discord.Forbidden as error:
+                assert self.application_id is not None
+                raise ConfigError(
+                    f"Discord refused the commands for DEV_GUILD_ID={guild.id} ({error.text}): "
+                    "the bot must be in that server, invited with the applications.commands "
+                    f"scope: {invite_url(self.application_id)}") from error
             log.info("synced %d commands to server %s", len(synced), guild.id)
         else:
             synced = await self.tree.sync()
@@ -205,6 +221,15 @@ class AtelierBot(commands.Bot):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("ready as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))
+        if not self.guilds and self.application_id is not None:
+            log.warning("Atelier is in no server yet: open this link to add it to one: %s",
+                        invite_url(self.application_id))
+        for guild in self.guilds:
+            if guild.me is None:  # not in the cache (yet): nothing to judge by
+                continue
+            report = server_report(guild.me, guild.channels, self.settings.allowed_channels)
+            if not report.fine:
+                log.warning("server %s: %s", guild.name, report.describe())
 
     async def close(self) -> None:
         self.loop_watch.stop()

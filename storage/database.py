@@ -1,10 +1,12 @@
-"""Opening the SQLite database: WAL, foreign keys, a busy timeout, numbered migrations."""
+"""Opening the SQLite database: WAL, foreign keys, a busy timeout, numbered migrations; and
+reading its migration level and integrity without changing it (`python -m bot doctor`)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sqlite3
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -89,3 +91,32 @@ async def open_database(path: Path) -> aiosqlite.Connection:
         await db.close()
         raise
     return db
+
+
+@dataclass(frozen=True)
+class DatabaseState:
+    """What `python -m bot doctor` reports of a database, read without changing it."""
+
+    version: int  # PRAGMA user_version: the last migration applied
+    latest: int  # the last migration this checkout has
+    check: str  # PRAGMA quick_check: "ok", or its first complaint
+    jobs: int | None  # None before the jobs table exists
+
+
+def inspect_database(path: Path) -> DatabaseState:
+    """Read the migration level and a quick integrity check of the database at `path`, read
+    only (safe while the bot runs). Raises `sqlite3.Error` for a file that is no database."""
+    latest = max((version for version, _, _ in migrations()), default=0)
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        # quick_check skips the index cross-checks of integrity_check: seconds, not minutes,
+        # on a large history.
+        check = str(db.execute("PRAGMA quick_check(1)").fetchone()[0])
+        has_jobs = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+        jobs = int(db.execute("SELECT count(*) FROM jobs").fetchone()[0]) if has_jobs else None
+    finally:
+        db.close()
+    return DatabaseState(version, latest, check, jobs)

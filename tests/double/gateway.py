@@ -97,6 +97,9 @@ class Gateway:
         self.ready_count = 0  # READY events sent (one per IDENTIFY)
         self.resume_count = 0  # RESUMED events sent
         self.identifies: list[dict[str, Any]] = []  # IDENTIFY payloads (token removed)
+        # While True, new websockets are turned away (503 instead of the upgrade), as a
+        # gateway that is down answers.
+        self.refusing = False
 
     # ------------------------------------------------------------------ state
 
@@ -152,6 +155,8 @@ class Gateway:
     # ------------------------------------------------------------------ websocket
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.refusing:
+            return web.Response(status=503, text="the gateway is down (test double)")
         ws = web.WebSocketResponse(max_msg_size=0, autoping=True)
         await ws.prepare(request)
         conn = GatewayConnection(ws)

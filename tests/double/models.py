@@ -307,6 +307,9 @@ class Guild:
     members: list[Member] = field(default_factory=list)
     locale: str = "en-US"
     joined_at: dt.datetime = field(default_factory=lambda: dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    # False: the bot was invited with the `bot` scope alone, and Discord answers 403 Missing
+    # Access to the application's commands of this guild.
+    commands_scope: bool = True
 
     @property
     def everyone(self) -> Role:

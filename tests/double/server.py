@@ -551,19 +551,24 @@ class DiscordDouble:
                       "scope": " ".join(sorted(grant.scopes))})
 
     async def _my_guilds(self, request: web.Request) -> web.Response:
-        """``GET /users/@me/guilds`` with a Bearer token (``guilds`` scope): partial guilds,
-        by id, ``limit`` (at most 200) after ``after``."""
-        grant = self._oauth_grant(request)
-        if grant is None or "guilds" not in grant.scopes:
-            raise ApiError(401, 0, "401: Unauthorized")
+        """``GET /users/@me/guilds``: the bot's guilds with the bot token, a person's with a
+        Bearer token (``guilds`` scope); partial guilds, by id, ``limit`` (at most 200) after
+        ``after``."""
+        if request.headers.get("Authorization") == f"Bot {self.token}":
+            user = self.bot_user
+        else:
+            grant = self._oauth_grant(request)
+            if grant is None or "guilds" not in grant.scopes:
+                raise ApiError(401, 0, "401: Unauthorized")
+            user = grant.user
         limit = min(200, max(1, _as_int(request.query.get("limit")) or 200))
         after = _as_int(request.query.get("after")) or 0
         guilds = sorted((g for g in self.guilds.values()
-                         if g.has_member(grant.user) and g.id > after), key=lambda g: g.id)
+                         if g.has_member(user) and g.id > after), key=lambda g: g.id)
         return _json([
             {"id": str(g.id), "name": g.name, "icon": None, "banner": None,
-             "owner": g.owner_id == grant.user.id,
-             "permissions": str(g.base_permissions(grant.user)), "features": []}
+             "owner": g.owner_id == user.id,
+             "permissions": str(g.base_permissions(user)), "features": []}
             for g in guilds[:limit]
         ])
 
@@ -2016,7 +2021,7 @@ class DiscordDouble:
         if raw_guild is None:
             return None, self.commands
         guild = self.guilds.get(_as_int(raw_guild) or 0)
-        if guild is None or not guild.has_member(self.bot_user):
+        if guild is None or not guild.has_member(self.bot_user) or not guild.commands_scope:
             raise ApiError(403, 50001, "Missing Access")
         return guild.id, self.guild_commands.setdefault(guild.id, [])
 
