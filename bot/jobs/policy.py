@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.blocked import blocked_word
+from bot.permissions import NEEDED, labels
 from storage import JobRecord, Repository
 
 if TYPE_CHECKING:
@@ -20,22 +21,6 @@ class JobRefused(Exception):
 
 class QueueFull(JobRefused):
     """The user already has as many jobs waiting as they may."""
-
-
-# What the bot needs in a channel to show a job there: the placeholder, its progress and result
-# (a message with a picture and buttons), and the channel's messages to edit them after a restart.
-NEEDED_PERMISSIONS = (
-    ("view_channel", "View Channel"),
-    ("send_messages", "Send Messages"),
-    ("attach_files", "Attach Files"),
-    ("embed_links", "Embed Links"),
-    ("read_message_history", "Read Message History"),
-)
-
-
-def missing_permissions(permissions: discord.Permissions) -> list[str]:
-    """The names of what the bot needs but lacks (Discord's words, as in server settings)."""
-    return [label for name, label in NEEDED_PERMISSIONS if not getattr(permissions, name)]
 
 
 class JobPolicy:
@@ -62,11 +47,11 @@ class JobPolicy:
         and is then posted in the channel: nothing is queued that could not be delivered."""
         if interaction.guild_id is None:
             return None
-        missing = missing_permissions(interaction.app_permissions)
-        if not missing:
+        missing = discord.Permissions(NEEDED.value & ~interaction.app_permissions.value)
+        if not missing.value:
             return None
-        return (f"Atelier cannot post pictures here: it lacks {', '.join(missing)} in this "
-                "channel. A server admin can grant them (Edit Channel → Permissions).")
+        return (f"Atelier cannot post pictures here: it lacks {', '.join(labels(missing))} in "
+                "this channel. A server admin can grant them (Edit Channel → Permissions).")
 
     def refusal_here(self, interaction: discord.Interaction[Any]) -> str | None:
         """Why no picture may be posted from `interaction` here, or None."""
