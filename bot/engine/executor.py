@@ -167,7 +167,8 @@ class EngineThread:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+    def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run `fn(*args)` on this thread after the calls given before; its future."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._calls.put((fn, args, future))
         return future
@@ -646,7 +647,7 @@ class Executor:
             self._call_soon(job.on_progress, progress)
 
 
-class ThreadWorker(WorkerSlot):
+class ThreadSlot(WorkerSlot):
     """A `Worker` on a thread of this process: built, warmed up and run there, and only there.
 
     When the GPU fails for good during a batch (`DeviceFault`), the worker ends: the batch goes
@@ -674,7 +675,7 @@ class ThreadWorker(WorkerSlot):
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
 
-        self.worker = await asyncio.wrap_future(thread.submit(self._build, loading_soon))
+        self.worker = await asyncio.wrap_future(thread.call(self._build, loading_soon))
         self.details = describe_worker(self.worker)
 
     def _build(self, loading_soon: Callable[[Loading | None], None]) -> Worker:
@@ -703,7 +704,7 @@ class ThreadWorker(WorkerSlot):
             # The engine's thread is free again once the pictures are decoded; they are
             # finished (safety check, PNGs) on other threads while it runs the next batch.
             finishing: dict[str, Finishing] = await asyncio.wrap_future(
-                self._thread.submit(self.worker.start, list(batch), report_soon, cancelled))
+                self._thread.call(self.worker.start, list(batch), report_soon, cancelled))
         except DeviceFault as fault:
             log.error("worker %s: the GPU failed (%s); building the worker again", self.name,
                       fault)
@@ -738,7 +739,7 @@ class LocalExecutor(Executor):
     def __init__(self, worker_factory: Callable[[], Worker], max_batch: int,
                  warm_up: GenerationRequest | None = None, start_timeout: float = 0.0) -> None:
         super().__init__(max_batch, start_timeout)
-        self._slot = ThreadWorker(worker_factory, warm_up)
+        self._slot = ThreadSlot(worker_factory, warm_up)
 
     @property
     def worker(self) -> Worker | None:

@@ -121,7 +121,7 @@ class WorkerActor:
         self._latest: StepReport | None = None
         self._thread = EngineThread("atelier-gpu")
         self._setup: Setup = (config, warm_up, cpu_threads)
-        self.worker: Worker | None = self._thread.submit(self._build, *self._setup).result()
+        self.worker: Worker | None = self._thread.call(self._build, *self._setup).result()
 
     @staticmethod
     def _build(config: WorkerConfig, warm_up: GenerationRequest | None,
@@ -150,8 +150,8 @@ class WorkerActor:
         setup: Setup = (config, warm_up, cpu_threads)
         if setup != self._setup or self.worker is None:
             self.worker, self._setup = None, setup
-            self._thread.submit(_free_memory).result()
-            self.worker = self._thread.submit(self._build, *setup).result()
+            self._thread.call(_free_memory).result()
+            self.worker = self._thread.call(self._build, *setup).result()
         return self.details()
 
     def details(self) -> WorkerDetails:
@@ -160,7 +160,7 @@ class WorkerActor:
     def run(self, batch: list[GenerationRequest]) -> tuple[dict[str, Outcome], WorkerDetails]:
         assert self.worker is not None, "configure failed; the slot does not use this actor"
         try:
-            outcomes: dict[str, Outcome] = self._thread.submit(
+            outcomes: dict[str, Outcome] = self._thread.call(
                 self.worker.run, batch, self._report, self._is_cancelled).result()
         except DeviceFault as fault:
             # The GPU is unusable to this process: end it, and Ray starts the worker again (the
@@ -234,7 +234,7 @@ async def _kill(actor: Any) -> None:
         await asyncio.to_thread(ray.kill, actor, no_restart=True)
 
 
-class RayWorker(WorkerSlot):
+class RaySlot(WorkerSlot):
     """One worker slot backed by a Ray actor."""
 
     def __init__(self, name: str, kind: str, setup: Setup,
@@ -397,7 +397,7 @@ class RayExecutor(Executor):
         def make_actor() -> Any:
             return actor_class.options(**options).remote(*setup)
 
-        return [RayWorker(f"ray-{index + 1}", kind, setup, make_actor) for index in range(count)]
+        return [RaySlot(f"ray-{index + 1}", kind, setup, make_actor) for index in range(count)]
 
     async def _shut(self) -> None:
         await super()._shut()
