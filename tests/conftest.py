@@ -12,6 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bot.engine.tiny import build_tiny  # noqa: E402
+from tests.adapters import tiny_adapters  # noqa: E402,F401
 from tests.double.fixtures import discord_double  # noqa: E402,F401
 from tests.hub import hub_double  # noqa: E402,F401
 from tests.models import hub_cache, model_files  # noqa: E402,F401

@@ -24,23 +24,27 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from bot.engine.loading import Loading
 from bot.engine.scheduler import FairQueue
 from bot.engine.types import (
     EngineError,
+    CaptionRequest,
+    CaptionResult,
     GenerationRequest,
     GenerationResult,
     JobCancelled,
     Progress,
+    Work,
+    WorkResult,
 )
 from bot.engine.worker import DeviceFault, Finishing, Outcome, Reporter, StepReport, Worker
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
-Finished = asyncio.Future[GenerationResult]  # a job whose pictures are being finished
+Finished = asyncio.Future[WorkResult]  # a job whose pictures are being finished
 
 # A job whose worker dies this many times is failed rather than retried: a request that crashes
 # the process (a driver bug, memory) must not take down every worker in turn.
@@ -93,8 +97,8 @@ def _settle(future: asyncio.Future[Any], result: Any = None,
 
 @dataclass
 class _Job:
-    request: GenerationRequest
-    future: asyncio.Future[GenerationResult]
+    request: Work
+    future: asyncio.Future[Any]  # of the request's result: a `GenerationResult` or a `CaptionResult`
     on_progress: ProgressCallback | None
     position: int = 0
     engine_retrying: bool = False  # as last told to `on_progress`, with `position`
@@ -207,7 +211,7 @@ class WorkerSlot:
         """Build the worker and warm it up; raises if it cannot."""
         raise NotImplementedError
 
-    async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
+    async def run(self, batch: Sequence[Work], report: Reporter,
                   cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         """Run one batch. `report` is called on the event loop. Raises `WorkerLost` when the
         worker went away; then the batch has produced nothing. A job's outcome may still be
@@ -303,13 +307,21 @@ class Executor:
         assert self._ready is not None, "the executor is not started"
         await asyncio.shield(self._ready)
 
-    def submit(self, request: GenerationRequest,
+    @overload
+    def submit(self, request: GenerationRequest, on_progress: ProgressCallback | None = None,
+               front: bool = False) -> asyncio.Future[GenerationResult]: ...
+
+    @overload
+    def submit(self, request: CaptionRequest, on_progress: ProgressCallback | None = None,
+               front: bool = False) -> asyncio.Future[CaptionResult]: ...
+
+    def submit(self, request: Work,
                on_progress: ProgressCallback | None = None,
-               front: bool = False) -> asyncio.Future[GenerationResult]:
+               front: bool = False) -> asyncio.Future[Any]:
         """Queue a request; the future gets its result, `JobCancelled` or an `EngineError`."""
         if self._loop is None:
             raise RuntimeError("the executor is not started")
-        future: asyncio.Future[GenerationResult] = self._loop.create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         if self._closing:
             future.set_exception(ExecutorClosed())
             return future
@@ -355,7 +367,7 @@ class Executor:
             jobs_done=self.jobs_done,
         )
 
-    def queued_jobs(self) -> list[tuple[GenerationRequest, int]]:
+    def queued_jobs(self) -> list[tuple[Work, int]]:
         """Waiting requests with their positions, in serving order."""
         return [(request, place) for place, request in enumerate(self._queue, start=1)]
 
@@ -494,7 +506,7 @@ class Executor:
         for job in waiting:
             _settle(job.future, error=error)
 
-    async def _next_batch(self) -> list[GenerationRequest] | None:
+    async def _next_batch(self) -> list[Work] | None:
         """The next batch for an idle slot, or None when the executor is closing."""
         while not self._closing:
             if self._queue:
@@ -511,7 +523,7 @@ class Executor:
                 self._idle -= 1
         return None
 
-    async def _run_batch(self, slot: WorkerSlot, batch: list[GenerationRequest]) -> bool:
+    async def _run_batch(self, slot: WorkerSlot, batch: list[Work]) -> bool:
         """Run `batch` on `slot` and settle its jobs; True when the worker was lost."""
         for request in batch:
             self._running[request.job_id] = slot
@@ -559,7 +571,7 @@ class Executor:
             slot.jobs_done += 1
             _settle(job.future, outcome)
 
-    def _requeue(self, batch: list[GenerationRequest], attempts: int = MAX_ATTEMPTS) -> None:
+    def _requeue(self, batch: list[Work], attempts: int = MAX_ATTEMPTS) -> None:
         """Put a lost batch back at the head of the queue, in its order, for another worker;
         a job lost `attempts` times fails instead."""
         for request in reversed(batch):
@@ -689,7 +701,7 @@ class ThreadSlot(WorkerSlot):
             log.info("engine warmed up in %.1f s", time.perf_counter() - started)
         return worker
 
-    async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
+    async def run(self, batch: Sequence[Work], report: Reporter,
                   cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         assert self.worker is not None and self._thread is not None
         loop = asyncio.get_running_loop()

@@ -3,7 +3,10 @@ inputs. Adding a mode is one `Mode` value, one row here and its preparation func
 
 Every pipeline of a model is made from the loaded one with `from_pipe`, so all modes share the same
 weights. A preparation turns one request into the pictures its images get (the same for each of its
-images) and, where the mode needs it, a finishing step for each picture the pipeline returns."""
+images) and, where the mode needs it, a finishing step for each picture the pipeline returns.
+
+ControlNet and IP-Adapter are not modes: they combine with every mode (`bot.engine.control`,
+`bot.engine.references`); a mode only says which argument takes a ControlNet's map."""
 
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ class ModeSpec:
     pipeline: str  # a diffusers `AutoPipelineFor…` class, made with `from_pipe`
     prepare: Callable[[GenerationRequest], Inputs]
     call: Callable[[GenerationRequest], dict[str, Any]]  # arguments shared by the whole call
+    # The argument a ControlNet's map is given as, in this mode's ControlNet pipeline (from
+    # noise the map is the `image`; from a picture, that picture is)
+    control_argument: str = "control_image"
 
 
 # ---- txt2img ------------------------------------------------------------------------------------
@@ -88,7 +94,7 @@ def _inpaint_call(request: GenerationRequest) -> dict[str, Any]:
 
 
 MODES: dict[Mode, ModeSpec] = {
-    Mode.TXT2IMG: ModeSpec("AutoPipelineForText2Image", _prepare_txt2img, _sized),
+    Mode.TXT2IMG: ModeSpec("AutoPipelineForText2Image", _prepare_txt2img, _sized, "image"),
     Mode.IMG2IMG: ModeSpec("AutoPipelineForImage2Image", _prepare_img2img, _with_strength),
     Mode.INPAINT: ModeSpec("AutoPipelineForInpainting", _prepare_inpaint, _inpaint_call),
 }

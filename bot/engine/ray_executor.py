@@ -41,7 +41,7 @@ from bot.engine.executor import (
     WorkerSlot,
     describe_worker,
 )
-from bot.engine.types import GenerationRequest
+from bot.engine.types import GenerationRequest, Work
 from bot.engine.worker import (
     DeviceFault,
     Outcome,
@@ -157,7 +157,7 @@ class WorkerActor:
     def details(self) -> WorkerDetails:
         return describe_worker(self.worker)
 
-    def run(self, batch: list[GenerationRequest]) -> tuple[dict[str, Outcome], WorkerDetails]:
+    def run(self, batch: list[Work]) -> tuple[dict[str, Outcome], WorkerDetails]:
         assert self.worker is not None, "configure failed; the slot does not use this actor"
         try:
             outcomes: dict[str, Outcome] = self._thread.call(
@@ -272,7 +272,7 @@ class RaySlot(WorkerSlot):
         log.info("worker %s ready on %s (%s, pid %d)%s", self.name, details.node, details.device,
                  details.pid, " (reused)" if reused is not None else "")
 
-    async def run(self, batch: Sequence[GenerationRequest], report: Reporter,
+    async def run(self, batch: Sequence[Work], report: Reporter,
                   cancelled: Callable[[str], bool]) -> dict[str, Outcome | Finished]:
         from ray.exceptions import RayError, RayTaskError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 
-from bot.engine.types import GenerationRequest
+from bot.engine.types import Work
 
 
 class FairQueue:
@@ -13,7 +13,7 @@ class FairQueue:
     on the event loop."""
 
     def __init__(self) -> None:
-        self._queues: OrderedDict[str, deque[GenerationRequest]] = OrderedDict()
+        self._queues: OrderedDict[str, deque[Work]] = OrderedDict()
         # When each user was last served (a turn counter), so that a user joining the rotation
         # goes ahead of those served since they were.
         self._served: dict[str, int] = {}
@@ -25,7 +25,7 @@ class FairQueue:
     def __bool__(self) -> bool:
         return bool(self._queues)
 
-    def __iter__(self) -> Iterator[GenerationRequest]:
+    def __iter__(self) -> Iterator[Work]:
         """Requests in the order they would be served: one from each user in turn."""
         queues = [list(queue) for queue in self._queues.values()]
         depth = max((len(queue) for queue in queues), default=0)
@@ -34,7 +34,7 @@ class FairQueue:
                 if level < len(queue):
                     yield queue[level]
 
-    def push(self, request: GenerationRequest, front: bool = False) -> None:
+    def push(self, request: Work, front: bool = False) -> None:
         """Queue `request` behind its user's others (or ahead of them, to retry lost work)."""
         queue = self._queues.get(request.user_key)
         if queue is None:
@@ -52,7 +52,7 @@ class FairQueue:
         for other in [u for u in self._queues if self._served.get(u, -1) > served]:
             self._queues.move_to_end(other)
 
-    def remove(self, job_id: str) -> GenerationRequest | None:
+    def remove(self, job_id: str) -> Work | None:
         for user, queue in self._queues.items():
             for request in queue:
                 if request.job_id == job_id:
@@ -66,7 +66,7 @@ class FairQueue:
         """1-based place of each queued job in the serving order."""
         return {request.job_id: place for place, request in enumerate(self, start=1)}
 
-    def pop_batch(self, max_images: int) -> list[GenerationRequest]:
+    def pop_batch(self, max_images: int) -> list[Work]:
         """The next request in turn, plus later ones it can share a pipeline call with.
 
         Users whose requests are taken go to the back of the rotation, so a user with many jobs

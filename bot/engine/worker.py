@@ -23,7 +23,10 @@ from typing import Any
 from PIL import Image
 
 from bot.engine import canvas
+from bot.engine.adapters import AdapterConfig, architecture
+from bot.engine.captioning import Captioner
 from bot.engine.conditioning import Conditioning, encode_pair
+from bot.engine.control import ControlModels, control_map
 from bot.engine.loading import Loading, LoadProgress, reporting
 from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
@@ -32,14 +35,18 @@ from bot.engine.optimise import compile_pipeline, configure_compiler, optimise, 
 from bot.engine.pngmeta import a1111_parameters, encode_png
 from bot.engine.preview import latents_to_rgb, rgb_to_png
 from bot.engine.prompting import strip_lora_tags
+from bot.engine.references import ReferenceModels, give_embeds
 from bot.engine.samplers import make_scheduler, sampler
 from bot.engine.tiny import TINY_SOURCES, build_tiny, build_tiny_inpaint
 from bot.engine.types import (
+    CaptionRequest,
     EngineError,
     GeneratedImage,
     GenerationRequest,
     GenerationResult,
     Mode,
+    Work,
+    WorkResult,
 )
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,8 @@ class WorkerConfig:
     # threads that finish pictures (safety check, PNG encoding) while the engine's thread goes
     # on with the next batch; 0 = on the engine's thread itself (benchmarks compare the two)
     finish_threads: int = 2
+    # ControlNets, IP-Adapters, annotators and the captioning model
+    adapters: AdapterConfig = AdapterConfig()
 
 
 @dataclass(frozen=True)
@@ -81,8 +90,8 @@ class StepReport:
 
 Reporter = Callable[[StepReport], None]
 CancelCheck = Callable[[str], bool]
-Outcome = GenerationResult | BaseException
-Finishing = Future[GenerationResult]  # a job's pictures, being finished on another thread
+Outcome = WorkResult | BaseException
+Finishing = Future[WorkResult]  # a job's pictures, being finished on another thread
 
 
 @dataclass
@@ -256,6 +265,9 @@ class Worker:
         self.loading: Loading | None = None
         self.on_loading: Callable[[Loading | None], None] | None = None
         self._callback_seconds = 0.0
+        self._controls = ControlModels(config.adapters, self.device, self.dtype)
+        self._references = ReferenceModels(config.adapters, self.device, self.dtype)
+        self._captioner = Captioner(config.adapters.caption_model, self.device, self.dtype)
 
     # ---- models -----------------------------------------------------------------------------
 
@@ -623,7 +635,7 @@ class Worker:
 
     def run(
         self,
-        requests: Sequence[GenerationRequest],
+        requests: Sequence[Work],
         report: Reporter | None = None,
         cancelled: CancelCheck = lambda job_id: False,
     ) -> dict[str, Outcome]:
@@ -634,7 +646,7 @@ class Worker:
 
     def start(
         self,
-        requests: Sequence[GenerationRequest],
+        requests: Sequence[Work],
         report: Reporter | None = None,
         cancelled: CancelCheck = lambda job_id: False,
     ) -> dict[str, Finishing]:
@@ -647,7 +659,7 @@ class Worker:
         failed = False
         fault = ""
         try:
-            finishing = self._run_together(requests, report, cancelled)
+            finishing = self._run_work(requests, report, cancelled)
         except _JobRefused as refused:
             others = [request for request in requests if request.job_id != refused.job_id]
             finishing = self.start(others, report, cancelled) if others else {}
@@ -700,6 +712,24 @@ class Worker:
         """Wait until every picture handed to the finishing threads is finished."""
         concurrent.futures.wait(list(self._unfinished))
 
+    def _run_work(self, requests: Sequence[Work], report: Reporter | None,
+                  cancelled: CancelCheck) -> dict[str, Finishing]:
+        """Pictures, or (for `/describe`) captions: a batch is all of one kind."""
+        if all(isinstance(request, CaptionRequest) for request in requests):
+            return self._caption([r for r in requests if isinstance(r, CaptionRequest)])
+        pictures = [request for request in requests if isinstance(request, GenerationRequest)]
+        if len(pictures) != len(requests):
+            raise ValueError("requests in one batch must share their batch key")
+        return self._run_together(pictures, report, cancelled)
+
+    def _caption(self, requests: Sequence[CaptionRequest]) -> dict[str, Finishing]:
+        finishing: dict[str, Finishing] = {}
+        for job_id, result in self._captioner.run(requests).items():
+            future: Finishing = Future()
+            future.set_result(result)
+            finishing[job_id] = future
+        return finishing
+
     def _run_together(
         self,
         requests: Sequence[GenerationRequest],
@@ -718,18 +748,21 @@ class Worker:
         self._use_loras(loaded, first.loras)
         # 2. Encode prompts (chunked, weighted; once per distinct prompt in the batch)
         conditioning = self._encode(loaded, requests)
-        # 3. Prepare each request's mode inputs (starting picture, canvas, mask)
+        # 3. Prepare each request's mode inputs (starting picture, canvas, mask) and conditions
+        #    (a ControlNet's map, reference embeddings)
         inputs = {request.job_id: mode.prepare(request) for request in requests}
+        extras = self._conditions(loaded, mode, requests, inputs)
         # 4. Denoise and decode, in calls of at most MAX_BATCH images of one prompt length
         slots = [(request, index) for request in requests for index in range(request.count)]
         pictures, seconds = self._denoise(loaded, mode, slots, conditioning, inputs, report,
-                                          cancelled)
+                                          cancelled, extras)
         self._times.images += len(pictures)
         # 5. Finish on the finishing threads: keep the kept pixels, safety check, PNGs
         kept = [request for request in requests if not cancelled(request.job_id)]
         results = [GenerationResult(job_id=request.job_id, model=request.model, images=(),
                                     seconds=seconds[request.job_id], batch_images=len(slots),
-                                    prompt_chunks=conditioning[_prompt_key(request)][0].chunks)
+                                    prompt_chunks=conditioning[_prompt_key(request)][0].chunks,
+                                    control_map=extras.map_png(request.job_id))
                    for request in kept]
         finishing: dict[str, Finishing] = {request.job_id: Future() for request in kept}
         for future in finishing.values():
@@ -759,6 +792,38 @@ class Worker:
                 self.specs[name] = replace(spec, name=name, source=spec.inpaint, inpaint=None)
             return self.model(name)
         return self.model(request.model)
+
+    def _conditions(self, loaded: _Loaded, mode: ModeSpec,
+                    requests: Sequence[GenerationRequest],
+                    inputs: dict[str, Inputs]) -> CallExtras:
+        """What a batch's conditions add to its calls: the ControlNet (each job's map joins its
+        mode inputs) and the IP-Adapter (attached for a batch with references, taken off for
+        one without; each job's reference embeddings)."""
+        first = requests[0]
+        arch = architecture(loaded.spec)
+        extras = CallExtras()
+        if first.control_active:
+            assert first.control is not None
+            extras.parts["controlnet"] = self._controls.controlnet(arch, first.control.kind)
+            extras.call["controlnet_conditioning_scale"] = first.control.weight
+            annotator = self._controls.annotator(first.control.kind)
+            for request in requests:
+                assert request.control is not None
+                picture = control_map(request.control, request.width, request.height, annotator)
+                extras.maps[request.job_id] = picture
+                job = inputs[request.job_id]
+                inputs[request.job_id] = replace(
+                    job, pictures={**job.pictures, mode.control_argument: picture})
+        self._references.use(loaded.pipe, arch, first.reference_active)
+        if first.reference_active:
+            assert first.reference is not None
+            self._references.set_scale(loaded.pipe, first.reference)
+            extras.guided = first.guidance > 1 and \
+                loaded.pipe.unet.config.get("time_cond_proj_dim") is None
+            for request in requests:
+                extras.embeds[request.job_id] = self._references.embeds(
+                    loaded.pipe, request, extras.guided)
+        return extras
 
     def _encode(self, loaded: _Loaded, requests: Sequence[GenerationRequest]
                 ) -> dict[tuple[str, str], tuple[Conditioning, Conditioning]]:
@@ -790,6 +855,7 @@ class Worker:
         inputs: dict[str, Inputs],
         report: Reporter | None,
         cancelled: CancelCheck,
+        extras: CallExtras | None = None,
     ) -> tuple[dict[tuple[str, int], Any], dict[str, float]]:
         """Every slot's picture (an H×W×3 array of bytes), by (job id, image index), and each
         job's share of the time.
@@ -815,7 +881,8 @@ class Worker:
             started = time.perf_counter()
             out_of_memory = False
             try:
-                latents = self._call(loaded, live, mode, conditioning, inputs, report, cancelled)
+                latents = self._call(loaded, live, mode, conditioning, inputs, report, cancelled,
+                                     extras)
             except Exception as error:
                 if not _is_out_of_memory(error):
                     raise
@@ -855,6 +922,7 @@ class Worker:
         inputs: dict[str, Inputs],
         report: Reporter | None,
         cancelled: CancelCheck,
+        extras: CallExtras | None = None,
     ) -> Any:
         """One pipeline call for `slots` (request, image index); returns their latents, in
         order (None when the call was interrupted because every job in it was cancelled)."""
@@ -862,9 +930,12 @@ class Worker:
         import torch
 
         first = slots[0][0]
-        # 1. The mode's pipeline over the model's weights, with a fresh scheduler for this call
+        extras = extras or CallExtras()
+        # 1. The mode's pipeline over the model's weights (and a ControlNet), with a fresh
+        #    scheduler for this call
         scheduler = make_scheduler(first.sampler, loaded.pipe.scheduler.config)
-        pipe = getattr(diffusers, mode.pipeline).from_pipe(loaded.pipe, scheduler=scheduler)
+        pipe = getattr(diffusers, mode.pipeline).from_pipe(loaded.pipe, scheduler=scheduler,
+                                                           **extras.parts)
         pipe.set_progress_bar_config(disable=True)
         # 2. Embeddings, one row per image
         pairs = [conditioning[_prompt_key(request)] for request, _ in slots]
@@ -881,6 +952,7 @@ class Worker:
         for name in inputs[first.job_id].pictures:
             kwargs[name] = [inputs[request.job_id].pictures[name] for request, _ in slots]
         kwargs.update(mode.call(first))
+        kwargs.update(extras.arguments(pipe, slots))
         kwargs.update(
             num_inference_steps=first.pipeline_steps,
             guidance_scale=first.guidance,
@@ -1106,6 +1178,30 @@ def _unscaled(vae: Any, latents: Any) -> Any:
         spread_t = torch.tensor(spread).view(shape).to(latents.device, latents.dtype)
         return latents * spread_t / config.scaling_factor + mean_t
     return latents / config.scaling_factor
+
+
+@dataclass
+class CallExtras:
+    """What a batch's conditions add to its pipeline calls (`Worker._conditions`)."""
+
+    parts: dict[str, Any] = field(default_factory=dict)  # for `from_pipe`: the ControlNet
+    call: dict[str, Any] = field(default_factory=dict)  # arguments shared by the call
+    maps: dict[str, Image.Image] = field(default_factory=dict)  # each job's control map
+    embeds: dict[str, Any] = field(default_factory=dict)  # each job's reference embeddings
+    guided: bool = True  # reference rows hold a negative row too (classifier-free guidance)
+
+    def arguments(self, pipe: Any,
+                  slots: Sequence[tuple[GenerationRequest, int]]) -> dict[str, Any]:
+        """The call's arguments for `pipe` (made for this call) and its images."""
+        arguments = dict(self.call)
+        if self.embeds:
+            arguments.update(give_embeds(
+                pipe, [self.embeds[request.job_id] for request, _ in slots], self.guided))
+        return arguments
+
+    def map_png(self, job_id: str) -> bytes | None:
+        picture = self.maps.get(job_id)
+        return None if picture is None else encode_png(picture, None)
 
 
 def _failed(error: BaseException) -> Finishing:

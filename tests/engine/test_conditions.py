@@ -1,0 +1,188 @@
+"""ControlNet, IP-Adapter references and captioning on the tiny model, with tiny random adapters:
+a condition changes the pixels, the same condition and seed give the same pixels, a weight of 0
+draws as if there were no condition, and each job of a batch keeps its own condition."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from bot.engine.adapters import AdapterConfig
+from bot.engine.models import describe
+from bot.engine.types import (
+    CaptionRequest,
+    CaptionResult,
+    Control,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    Mode,
+    Reference,
+)
+from bot.engine.worker import Worker, WorkerConfig
+from tests.engine.helpers import difference, make_request, pixels
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_model_dir: Path, tiny_adapters: dict[str, Path]) -> Iterator[Worker]:
+    adapters = AdapterConfig(
+        controlnets=(("tiny", "canny", str(tiny_adapters["controlnet"])),
+                     ("tiny", "tile", str(tiny_adapters["controlnet"]))),
+        ip_adapters=(("tiny", str(tiny_adapters["ip_adapter"])),),
+        caption_model=str(tiny_adapters["captioner"]))
+    yield Worker(WorkerConfig(models=(describe("tiny", "tiny"),), device="cpu",
+                              cache_dir=str(tiny_model_dir.parent), adapters=adapters,
+                              finish_threads=0))
+
+
+@pytest.fixture(scope="module")
+def drawing() -> bytes:
+    """A square outline: canny finds its edges."""
+    picture = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(picture).rectangle((20, 20, 76, 76), outline="black", width=4)
+    return png(picture)
+
+
+RED, BLUE = (png(Image.new("RGB", (40, 50), colour)) for colour in ("red", "blue"))
+
+
+def run(worker: Worker, *requests: GenerationRequest) -> dict[str, GenerationResult]:
+    outcomes = worker.run(list(requests))
+    for outcome in outcomes.values():
+        assert isinstance(outcome, GenerationResult), outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def request(job_id: str, **fields: object) -> GenerationRequest:
+    return make_request(job_id, seeds=(5, 6), **fields)
+
+
+def test_a_control_image_changes_the_pixels_and_reproduces(worker: Worker,
+                                                          drawing: bytes) -> None:
+    control = Control("canny", drawing)
+    plain = run(worker, request("plain"))["plain"]
+    first = run(worker, request("first", control=control))["first"]
+    again = run(worker, request("again", control=control))["again"]
+    assert difference(plain.images[0], first.images[0]) > 10
+    assert difference(first.images[0], again.images[0]) == 0
+    # The canny map the ControlNet read: edges only, at the job's size
+    assert first.control_map is not None
+    edges = pixels(first.control_map)
+    assert edges.shape == (128, 128, 3) and set(np.unique(edges)) == {0, 255}
+    assert plain.control_map is None
+
+
+def test_control_weight_zero_draws_as_if_there_were_none(worker: Worker, drawing: bytes) -> None:
+    plain = run(worker, request("plain"))["plain"]
+    off = run(worker, request("off", control=Control("canny", drawing, 0.0)))["off"]
+    assert difference(plain.images[0], off.images[0]) == 0
+    weak = run(worker, request("weak", control=Control("canny", drawing, 0.5)))["weak"]
+    strong = run(worker, request("strong", control=Control("canny", drawing, 2.0)))["strong"]
+    assert difference(weak.images[0], strong.images[0]) > 0
+
+
+def test_control_combines_with_img2img_and_inpainting(worker: Worker, drawing: bytes) -> None:
+    start = png(Image.effect_noise((128, 128), 60).convert("RGB"))
+    control = Control("tile", drawing)
+    img2img = request("img2img", mode=Mode.IMG2IMG, init_image=start, strength=0.8,
+                      width=96, height=128)
+    inpaint = request("inpaint", mode=Mode.INPAINT, init_image=start, strength=1.0,
+                      box="16,16,96,96")
+    for job in (img2img, inpaint):
+        without = run(worker, job)[job.job_id]
+        within = run(worker, replace(job, control=control))[job.job_id]
+        assert (within.images[0].width, within.images[0].height) == (job.width, job.height)
+        assert difference(without.images[0], within.images[0]) > 0
+
+
+def test_a_control_without_its_controlnet_fails_the_job_alone(worker: Worker,
+                                                              drawing: bytes) -> None:
+    outcome = worker.run([request("depth", control=Control("depth", drawing))])["depth"]
+    assert isinstance(outcome, EngineError)
+    assert "No ControlNet for `depth`" in str(outcome)
+
+
+def test_a_reference_steers_and_iw_zero_draws_as_if_there_were_none(worker: Worker) -> None:
+    plain = run(worker, request("plain"))["plain"]
+    red = run(worker, request("red", reference=Reference((RED,))))["red"]
+    blue = run(worker, request("blue", reference=Reference((BLUE,))))["blue"]
+    off = run(worker, request("off", reference=Reference((RED,), weight=0.0)))["off"]
+    assert difference(plain.images[0], red.images[0]) > 10
+    assert difference(red.images[0], blue.images[0]) > 0
+    assert difference(plain.images[0], off.images[0]) == 0
+    # the adapter is taken off again: a job without a reference draws as before
+    after = run(worker, request("after"))["after"]
+    assert difference(plain.images[0], after.images[0]) == 0
+
+
+def test_jobs_of_one_call_keep_their_own_references(worker: Worker) -> None:
+    alone = [run(worker, request(name, reference=Reference((data,))))[name]
+             for name, data in (("red", RED), ("blue", BLUE))]
+    together = run(worker, request("red", reference=Reference((RED,))),
+                   request("blue", reference=Reference((BLUE,))))
+    assert together["red"].batch_images == 4
+    for before, other in zip(alone, reversed(alone), strict=True):
+        after = together[before.job_id]
+        for one, batched in zip(before.images, after.images, strict=True):
+            # batch-shape rounding only (SPEC §5); the other job's reference is far off
+            assert difference(one, batched) <= 2
+        assert difference(other.images[0], after.images[0]) > 20
+
+
+def test_style_references_and_blends(worker: Worker) -> None:
+    image = run(worker, request("image", reference=Reference((RED,))))["image"]
+    style = run(worker, request("style", reference=Reference((RED,), style=100.0)))["style"]
+    heavy = run(worker, request("heavy", reference=Reference((RED,), style=1000.0)))["heavy"]
+    assert difference(image.images[0], style.images[0]) > 0
+    assert difference(style.images[0], heavy.images[0]) > 0
+    blend = run(worker, request("blend", prompt="", reference=Reference((RED, BLUE))))["blend"]
+    assert difference(blend.images[0], image.images[0]) > 0
+
+
+def test_conditions_are_part_of_the_batch_key(drawing: bytes) -> None:
+    base = request("a")
+    canny = replace(base, control=Control("canny", drawing))
+    assert canny.batch_key() != base.batch_key()
+    assert canny.batch_key() == replace(canny, job_id="b").batch_key()
+    assert canny.batch_key() != replace(canny, control=Control("tile", drawing)).batch_key()
+    assert canny.batch_key() != replace(canny, control=Control("canny", drawing, 1.5)).batch_key()
+    # a weight of 0 is no condition at all: such jobs share calls with plain ones
+    assert replace(base, control=Control("canny", drawing, 0.0)).batch_key() == base.batch_key()
+    assert replace(base, reference=Reference((RED,), 0.0)).batch_key() == base.batch_key()
+    one = replace(base, reference=Reference((RED,)))
+    assert one.batch_key() == replace(one, reference=Reference((BLUE,))).batch_key()
+    assert one.batch_key() != replace(one, reference=Reference((RED, BLUE))).batch_key()
+    assert one.batch_key() != replace(one, reference=Reference((RED,), style=100.0)).batch_key()
+
+
+def test_captions_are_four_suggestions_per_picture(worker: Worker, drawing: bytes) -> None:
+    outcomes = worker.run([CaptionRequest("one", "user", drawing, seed=1),
+                           CaptionRequest("two", "user", RED, seed=2)])
+    for job_id in ("one", "two"):
+        result = outcomes[job_id]
+        assert isinstance(result, CaptionResult), result
+        assert len(result.suggestions) == 4
+        assert all(suggestion.strip() for suggestion in result.suggestions)
+    again = worker.run([CaptionRequest("one", "user", drawing, seed=1),
+                        CaptionRequest("two", "user", RED, seed=2)])
+    assert again["one"] == replace(outcomes["one"], seconds=again["one"].seconds)  # type: ignore[arg-type]
+
+
+def test_captioning_needs_a_model(tiny_model_dir: Path) -> None:
+    bare = Worker(WorkerConfig(models=(describe("tiny", "tiny"),), device="cpu",
+                               cache_dir=str(tiny_model_dir.parent), finish_threads=0))
+    outcome = bare.run([CaptionRequest("one", "user", RED)])["one"]
+    assert isinstance(outcome, EngineError)
+    assert "SD_CAPTION_MODEL" in str(outcome)
