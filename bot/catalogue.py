@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bot.config import ConfigError, Settings
+from bot.engine.adapters import ARCHITECTURE_LABELS, AdapterConfig, architecture
 from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import SINGLE_FILE_SUFFIXES, Family, ModelSpec, describe, model_name
 from bot.prompt import PromptError
@@ -17,13 +18,15 @@ ACCEPTED_MAX = 1500  # characters of names listed in an error (Discord messages 
 
 
 class Catalogue:
-    def __init__(self, specs: list[ModelSpec], lora_dir: Path | None = None) -> None:
+    def __init__(self, specs: list[ModelSpec], lora_dir: Path | None = None,
+                 adapters: AdapterConfig | None = None) -> None:
         if not specs:
             raise ValueError("a catalogue needs at least one model")
         self._specs = {spec.name: spec for spec in specs}
         self.default = specs[0]
         self.lora_dir = lora_dir
         self.loras = LoraFolder(lora_dir)
+        self.adapters = adapters or AdapterConfig()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalogue:
@@ -42,7 +45,7 @@ class Catalogue:
         if settings.lora_dir is not None and not settings.lora_dir.is_dir():
             raise ConfigError(f"LORA_DIR must be a folder of LoRA .safetensors files, got "
                               f"{str(settings.lora_dir)!r}")
-        return cls(specs, settings.lora_dir)
+        return cls(specs, settings.lora_dir, _adapters(settings, architecture(specs[0])))
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
@@ -67,6 +70,32 @@ class Catalogue:
         (a job made before the server removed its model)."""
         spec = self._specs.get(name.lower())
         return (spec or self.default).family
+
+    # ---- ControlNets, IP-Adapters, captioning ------------------------------------------------
+
+    def check_control(self, spec: ModelSpec, control: str) -> None:
+        """Refuse a control that no ControlNet serves for `spec`, naming those that are."""
+        arch = architecture(spec)
+        if self.adapters.controlnet(arch, control) is not None:
+            return
+        served = self.adapters.controls(arch)
+        label = ARCHITECTURE_LABELS[arch]
+        if not served:
+            raise PromptError(f"ControlNet is not set up for {label} models like `{spec.name}` "
+                              "(SD_CONTROLNETS)")
+        raise PromptError(f"No `{control}` ControlNet for {label} models like `{spec.name}`. "
+                          f"Accepted: {', '.join(served)}")
+
+    def check_reference(self, spec: ModelSpec, what: str = "A `reference`") -> None:
+        arch = architecture(spec)
+        if self.adapters.ip_adapter(arch) is None:
+            raise PromptError(f"{what} needs an IP-Adapter, and none is set up for "
+                              f"{ARCHITECTURE_LABELS[arch]} models like `{spec.name}` "
+                              "(SD_IP_ADAPTER)")
+
+    def annotated(self, control: str) -> bool:
+        """Whether an annotator model makes `control`'s map (else the picture is the map)."""
+        return self.adapters.annotator(control) is not None
 
     # ---- LoRAs --------------------------------------------------------------------------------
 
@@ -94,6 +123,19 @@ class Catalogue:
         if found is None:
             raise PromptError(f"Unknown LoRA `{name}`. Accepted: {_listing(list(files))}")
         return found
+
+
+def _adapters(settings: Settings, default_arch: str) -> AdapterConfig:
+    """The adapters of the settings, a ControlNet without a family prefix being for SD_MODEL's
+    architecture."""
+    controlnets = tuple((family or default_arch, control, source)
+                        for family, control, source in settings.sd_controlnets)
+    if len({(family, control) for family, control, _ in controlnets}) != len(controlnets):
+        raise ConfigError(f"SD_CONTROLNETS names a control twice for {default_arch} (entries "
+                          f"without a family prefix are for SD_MODEL's, {default_arch})")
+    return AdapterConfig(controlnets=controlnets, ip_adapters=settings.sd_ip_adapter,
+                         annotators=settings.sd_annotators,
+                         caption_model=settings.sd_caption_model)
 
 
 def _with_vaes(specs: list[ModelSpec], vaes: tuple[tuple[str, str], ...]) -> list[ModelSpec]:

@@ -35,6 +35,11 @@ class Settings:
     # A model's dedicated inpainting checkpoint, by model name (`default`: SD_MODEL's).
     sd_inpaint_models: tuple[tuple[str, str], ...] = ()
     sd_vae: tuple[tuple[str, str], ...] = ()  # (model name or `default`, VAE source)
+    # (architecture, or None for SD_MODEL's; control; source)
+    sd_controlnets: tuple[tuple[str | None, str, str], ...] = ()
+    sd_ip_adapter: tuple[tuple[str, str], ...] = ()  # (architecture, source)
+    sd_annotators: tuple[tuple[str, str], ...] = ()  # (control, source)
+    sd_caption_model: str | None = None
     sd_device: str = "auto"
     sd_dtype: str = "auto"
     data_dir: Path = Path("data")
@@ -193,6 +198,44 @@ def _model_list(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(models)
 
 
+def _controlnets(raw: str) -> tuple[tuple[str | None, str, str], ...]:
+    """`[family:]control=source,…`: the family prefix defaults to SD_MODEL's."""
+    from bot.engine.adapters import ARCHITECTURES
+    from bot.engine.types import CONTROLS
+
+    found: list[tuple[str | None, str, str]] = []
+    for item in raw.split(","):
+        key, sep, source = item.strip().partition("=")
+        family, colon, control = key.strip().lower().rpartition(":")
+        family = family.strip() if colon else ""
+        control, source = control.strip(), source.strip()
+        if not sep or not source or control not in CONTROLS or \
+                (family and family not in ARCHITECTURES):
+            raise ValueError(item)
+        found.append((family or None, control, source))
+    if len({(family, control) for family, control, _ in found}) != len(found):
+        raise ValueError(raw)
+    return tuple(found)
+
+
+def _per_family(raw: str) -> tuple[tuple[str, str], ...]:
+    from bot.engine.adapters import ARCHITECTURES
+
+    found = _model_list(raw)
+    if any(family not in ARCHITECTURES for family, _ in found):
+        raise ValueError(raw)
+    return found
+
+
+def _annotators(raw: str) -> tuple[tuple[str, str], ...]:
+    from bot.engine.adapters import ANNOTATED
+
+    found = _model_list(raw)
+    if any(control not in ANNOTATED for control, _ in found):
+        raise ValueError(raw)
+    return found
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: str | Path = ".env",
@@ -220,6 +263,16 @@ def load_settings(
         sd_vae=_parse(env, "SD_VAE", no_models, _model_list,
                       "a comma-separated list of model=source (model: a name from SD_MODELS, "
                       "or default)"),
+        sd_controlnets=_parse(env, "SD_CONTROLNETS", (), _controlnets,
+                              "a comma-separated list of [family:]control=source (family: sd1, "
+                              "sd2, sdxl, sd3, flux; control: canny, depth, pose, lineart, "
+                              "scribble, tile, as-is), each family and control once"),
+        sd_ip_adapter=_parse(env, "SD_IP_ADAPTER", no_models, _per_family,
+                             "a comma-separated list of family=source (family: sd1, sd2, sdxl, "
+                             "sd3, flux)"),
+        sd_annotators=_parse(env, "SD_ANNOTATORS", no_models, _annotators,
+                             "a comma-separated list of control=source (control: depth)"),
+        sd_caption_model=_text(env, "SD_CAPTION_MODEL", "") or None,
         sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES),
                          "one of " + ", ".join(DEVICES)),
         sd_dtype=_parse(env, "SD_DTYPE", "auto", _choice(DTYPES), "one of " + ", ".join(DTYPES)),

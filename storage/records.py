@@ -29,6 +29,8 @@ class JobKind(StrEnum):
     PAN = "pan"  # ⬅️ ➡️ ⬆️ ⬇️
     SQUARE = "square"  # Make Square
     REGION = "region"  # Vary (Region)
+    BLEND = "blend"  # /blend
+    DESCRIBE = "describe"  # /describe: prompt suggestions, no pictures
 
 
 JOB_KINDS = tuple(JobKind)
@@ -96,10 +98,33 @@ class JobRecord:
     deleted_at: float | None = None
     delivery_attempts: int = 0  # times showing the finished job's result was tried
     delivery_error: str | None = None  # why Atelier stopped trying to show it
+    control: str | None = None  # the ControlNet's control: canny, depth, pose…
+    control_image: str | None = None  # sha256 of the picture the control map is made from
+    control_map: str | None = None  # sha256 of the map the ControlNet read (once it ran)
+    control_weight: float | None = None  # --cw
+    reference_images: str | None = None  # sha256s of the reference pictures, comma-separated
+    image_weight: float | None = None  # --iw
+    style_weight: float | None = None  # --sw of a style reference (--sref); None: not one
+    suggestions: str | None = None  # /describe's prompt suggestions, one a line
 
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.count)]
+
+    @property
+    def references(self) -> list[str]:
+        """The sha256s of the reference pictures, in order."""
+        return self.reference_images.split(",") if self.reference_images else []
+
+    @property
+    def suggestion_list(self) -> list[str]:
+        return self.suggestions.split("\n") if self.suggestions else []
+
+    @property
+    def pictures(self) -> list[str]:
+        """Every stored picture this job refers to (besides those it made)."""
+        return [sha for sha in (self.init_image, self.mask_image, self.control_image,
+                                self.control_map, *self.references) if sha is not None]
 
     def visible_to(self, scope: Scope) -> bool:
         """The rule the repository's queries apply, for a job already in hand."""

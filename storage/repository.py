@@ -26,6 +26,9 @@ from storage.records import (
 )
 
 _JOB_SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM jobs"
+# Lists of what a server made (history, search, the gallery) show jobs that made pictures: a
+# `/describe` answers with words.
+_HAS_PICTURES = "j.kind != 'describe'"
 _IMAGE_SELECT = (
     'SELECT job_id, idx AS "index", seed, path, sha256, width, height, size_bytes, nsfw'
     " FROM images"
@@ -203,8 +206,10 @@ class Repository:
         )
         return bool(cursor.rowcount)
 
-    async def complete_job(self, job_id: str, images: Sequence[ImageRecord]) -> None:
-        """Record a job's images and mark it done, together or not at all."""
+    async def complete_job(self, job_id: str, images: Sequence[ImageRecord],
+                           control_map: str | None = None) -> None:
+        """Record a job's images (and the control map its ControlNet read) and mark it done,
+        together or not at all."""
         async with self.transaction():
             await self.db.executemany(
                 "INSERT OR REPLACE INTO images"
@@ -213,8 +218,9 @@ class Repository:
                 [astuple(image) for image in images],
             )
             await self.db.execute(
-                "UPDATE jobs SET status = 'done', error = NULL, finished_at = ? WHERE id = ?",
-                (time.time(), job_id),
+                "UPDATE jobs SET status = 'done', error = NULL, finished_at = ?,"
+                " control_map = coalesce(?, control_map) WHERE id = ?",
+                (time.time(), control_map, job_id),
             )
 
     async def set_delivered(self, job_id: str, message_id: int | None) -> None:
@@ -315,11 +321,16 @@ class Repository:
             return [ImageRecord(**dict(row)) for row in await cur.fetchall()]
 
     async def file_in_use(self, sha256: str, besides_job: str | None = None) -> bool:
-        """Whether the file with this content is a job's picture, or the starting picture or
-        mask of a job other than `besides_job`."""
+        """Whether the file with this content is a job's picture, or a picture a job other
+        than `besides_job` refers to (starting picture, mask, control picture or map, a
+        reference)."""
+        # (reference_images holds 64-character hashes separated by commas: a hash found in
+        # it is one of them)
         async with self.db.execute(
             "SELECT EXISTS (SELECT 1 FROM images WHERE sha256 = :sha)"
-            " OR EXISTS (SELECT 1 FROM jobs WHERE (init_image = :sha OR mask_image = :sha)"
+            " OR EXISTS (SELECT 1 FROM jobs WHERE (init_image = :sha OR mask_image = :sha"
+            " OR control_image = :sha OR control_map = :sha"
+            " OR instr(reference_images, :sha) > 0)"
             " AND (:job IS NULL OR id != :job))",
             {"sha": sha256, "job": besides_job},
         ) as cursor:
@@ -327,13 +338,31 @@ class Repository:
         return bool(row and row[0])
 
     async def files_in_use(self) -> set[str]:
-        """The SHA-256 of every file a row refers to: pictures, starting pictures and masks."""
+        """The SHA-256 of every file a row refers to: pictures, starting pictures, masks,
+        control pictures and maps, reference pictures."""
         async with self.db.execute(
-            "SELECT sha256 FROM images UNION SELECT init_image FROM jobs"
-            " WHERE init_image IS NOT NULL UNION SELECT mask_image FROM jobs"
-            " WHERE mask_image IS NOT NULL"
+            "SELECT sha256 FROM images"
+            " UNION SELECT init_image FROM jobs WHERE init_image IS NOT NULL"
+            " UNION SELECT mask_image FROM jobs WHERE mask_image IS NOT NULL"
+            " UNION SELECT control_image FROM jobs WHERE control_image IS NOT NULL"
+            " UNION SELECT control_map FROM jobs WHERE control_map IS NOT NULL"
         ) as cursor:
-            return {row[0] for row in await cursor.fetchall()}
+            found = {row[0] for row in await cursor.fetchall()}
+        async with self.db.execute(
+            "SELECT reference_images FROM jobs WHERE reference_images IS NOT NULL"
+        ) as cursor:
+            for row in await cursor.fetchall():
+                found.update(row[0].split(","))
+        return found
+
+    async def complete_description(self, job_id: str, suggestions: Sequence[str]) -> bool:
+        """A `/describe` job is done with its suggestions; False when it had already ended
+        (cancelled)."""
+        cursor = await self._write(
+            "UPDATE jobs SET status = 'done', suggestions = ?, finished_at = ?"
+            " WHERE id = ? AND status IN ('queued', 'running')",
+            ("\n".join(suggestions), time.time(), job_id))
+        return cursor.rowcount > 0
 
     async def images_of(self, job_ids: Sequence[str]) -> dict[str, list[ImageRecord]]:
         """The images of each of these jobs (those that have any), in order, by job id."""
@@ -375,7 +404,7 @@ class Repository:
         offset: int = 0,
     ) -> tuple[list[JobRecord], int]:
         """Finished jobs visible to `scope`, newest first, and how many there are in all."""
-        where = ["j.status = 'done'"]
+        where = ["j.status = 'done'", _HAS_PICTURES]
         params: list[Any] = []
         if user_id is not None:
             where.append("j.user_id = ?")
@@ -417,7 +446,7 @@ class Repository:
         match = fts_query(text)
         if match is None:
             sql = (f"SELECT {columns} FROM jobs j WHERE {clause} AND j.status = 'done'"
-                   " ORDER BY j.created_at DESC LIMIT ?")
+                   f" AND {_HAS_PICTURES} ORDER BY j.created_at DESC LIMIT ?")
             async with self.db.execute(sql, (*params, limit)) as cursor:
                 return [JobRecord.from_row(row) for row in await cursor.fetchall()]
         # Ranking every match of a short prefix ("a*" matches nearly every prompt) takes a
@@ -427,7 +456,7 @@ class Repository:
             f"SELECT {', '.join(JOB_COLUMNS)} FROM ("
             f"SELECT {columns}, jobs_fts.rank AS score FROM jobs_fts"
             f" JOIN jobs j ON j.rowid = jobs_fts.rowid"
-            f" WHERE jobs_fts MATCH ? AND {clause} AND j.status = 'done'"
+            f" WHERE jobs_fts MATCH ? AND {clause} AND j.status = 'done' AND {_HAS_PICTURES}"
             " ORDER BY jobs_fts.rowid DESC LIMIT ?"
             ") ORDER BY score, created_at DESC LIMIT ?"
         )
@@ -437,7 +466,7 @@ class Repository:
         if re.fullmatch(r"[a-z0-9]{2,8}", token):
             async with self.db.execute(
                 f"SELECT {columns} FROM jobs j WHERE j.id >= ? AND j.id < ? AND {clause}"
-                " AND j.status = 'done' LIMIT ?",
+                f" AND j.status = 'done' AND {_HAS_PICTURES} LIMIT ?",
                 (token, token + "\uffff", *params, limit),
             ) as cursor:
                 by_id = [JobRecord.from_row(row) for row in await cursor.fetchall()]
@@ -488,7 +517,7 @@ class Repository:
         filtered like `history` and also by model and kind. Not counted (counting every match
         costs more than the page): ask for one more than a page to know if another follows."""
         clause, params = _scope_clause(scope, "j")
-        where = [clause, "j.status = 'done'"]
+        where = [clause, "j.status = 'done'", _HAS_PICTURES]
         match = fts_query(search) if search else None
         if search and match is None:
             return []

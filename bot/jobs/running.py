@@ -86,19 +86,18 @@ class JobRunner:
     def start(self, job: JobRecord) -> None:
         """Run `job` in the background and deliver its result."""
         task = self._track(job.id, self._run(job))
-        if job.init_image is not None or job.mask_image is not None:
+        if job.pictures:
             task.add_done_callback(lambda _: self._background(self._release_pictures(job)))
 
     async def _release_pictures(self, job: JobRecord) -> None:
-        """A job that ended without pictures no longer needs its starting picture and mask:
-        remove them unless another row refers to them (an upload is used by its job alone)."""
+        """A job that ended without pictures no longer needs its uploads (starting picture,
+        mask, control picture, references): remove them unless another row refers to them."""
         try:
             ended = await self.bot.repo.job(job.id)
             if ended is None or ended.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
                 return
-            for sha256 in (job.init_image, job.mask_image):
-                if sha256 is not None:
-                    await self.bot.housekeeping.release(sha256, besides_job=job.id)
+            for sha256 in job.pictures:
+                await self.bot.housekeeping.release(sha256, besides_job=job.id)
         except Exception:  # a picture kept too many is better than a crash here
             log.exception("could not release the pictures of job %s", job.id)
 

@@ -52,6 +52,25 @@ async def test_files_in_use_are_pictures_and_starting_pictures(repo: Repository,
     assert not await repo.file_in_use("0" * 64)
 
 
+async def test_control_pictures_maps_and_references_are_in_use(repo: Repository,
+                                                               store: ImageStore) -> None:
+    control, first, second, control_map = (store.put(data) for data in (
+        b"a control picture", b"a reference", b"another", b"a canny map"))
+    job = await repo.insert_job(make_job(
+        control="canny", control_image=control.sha256, control_weight=1.0,
+        reference_images=f"{first.sha256},{second.sha256}", image_weight=1.0))
+    assert job is not None
+    await repo.complete_job(job.id, [], control_map=control_map.sha256)
+    kept = {control.sha256, first.sha256, second.sha256, control_map.sha256}
+    assert await repo.files_in_use() == kept
+    for sha256 in kept:
+        assert await repo.file_in_use(sha256)
+        assert not await repo.file_in_use(sha256, besides_job=job.id)
+    saved = await repo.job(job.id)
+    assert saved is not None and saved.control_map == control_map.sha256
+    assert saved.references == [first.sha256, second.sha256]
+
+
 async def test_recent_job_count(repo: Repository) -> None:
     for created_at in (100.0, 150.0, 200.0):
         await repo.insert_job(make_job(created_at=created_at))

@@ -35,6 +35,21 @@ async def test_an_edit_keeps_its_canvas_and_mask(repo: Repository) -> None:
     assert again.kind is JobKind.ZOOM
 
 
+async def test_describe_jobs_stay_out_of_lists_of_pictures(repo: Repository) -> None:
+    picture = await repo.insert_job(make_job(status="done", prompt="a red fox"))
+    described = await repo.insert_job(make_job(kind=JobKind.DESCRIBE, status="done",
+                                               prompt="a red fox", suggestions="a\nb\nc\nd"))
+    assert picture is not None and described is not None
+    scope = Scope(1, 10, frozenset({100}))
+    jobs, total = await repo.history(scope)
+    assert [job.id for job in jobs] == [picture.id] and total == 1
+    assert [job.id for job in await repo.search_prompts(scope, "fox")] == [picture.id]
+    assert [job.id for job in await repo.search_prompts(scope, "")] == [picture.id]
+    assert [job.id for job in await repo.gallery(scope)] == [picture.id]
+    again = await repo.job(described.id)
+    assert again is not None and again.suggestion_list == ["a", "b", "c", "d"]
+
+
 async def test_the_kinds_migration_keeps_an_existing_database(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
