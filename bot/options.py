@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 from bot import limits
 from bot.catalogue import Catalogue
+from bot.engine.adapters import architecture
 from bot.engine.models import ModelSpec
+from bot.engine.references import DEFAULT_STYLE_WEIGHT
 from bot.engine.samplers import SAMPLERS
 from bot.imaging import ImageSizeError, check_pixels, size_for
 from bot.prompt import (
@@ -47,6 +49,9 @@ class ImagineOptions:
     has_image: bool = False
     image_size: tuple[int, int] | None = None  # of the uploaded picture
     lora: str | None = None  # `name:0.8, other`: LoRAs besides the prompt's `<lora:…>` tags
+    control: str | None = None  # the ControlNet's control (`canny`…), with a control picture
+    has_control_image: bool = False
+    has_reference: bool = False  # a reference picture is given (`reference`, /blend)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class JobParameters:
     count: int
     strength: float | None
     loras: tuple[tuple[str, float], ...] = ()  # LoRA file names and weights, sorted by name
+    control: str | None = None  # with a control picture: the ControlNet's control
+    control_weight: float | None = None  # --cw
+    image_weight: float | None = None  # --iw, with a reference picture
+    style_weight: float | None = None  # --sw of a style reference (--sref)
 
     def job_fields(self) -> dict[str, Any]:
         """The columns of a job these parameters decide."""
@@ -71,7 +80,9 @@ class JobParameters:
             "prompt": self.prompt, "negative": self.negative, "model": self.model.name,
             "sampler": self.sampler, "width": self.width, "height": self.height,
             "steps": self.steps, "guidance": self.guidance, "seed": self.seed,
-            "count": self.count, "strength": self.strength,
+            "count": self.count, "strength": self.strength, "control": self.control,
+            "control_weight": self.control_weight, "image_weight": self.image_weight,
+            "style_weight": self.style_weight,
         }
 
 
@@ -133,6 +144,45 @@ def resolve_loras(options: ImagineOptions, parsed: ParsedPrompt,
     return text, loras
 
 
+@dataclass(frozen=True)
+class Conditions:
+    control: str | None = None
+    control_weight: float | None = None
+    image_weight: float | None = None
+    style_weight: float | None = None
+
+
+def resolve_conditions(options: ImagineOptions, parsed: ParsedPrompt, model: ModelSpec,
+                       catalogue: Catalogue) -> Conditions:
+    """The ControlNet and reference of a job: each served for the model, its weights checked;
+    a weight given without its picture is refused."""
+    control = control_weight = image_weight = style_weight = None
+    if options.has_control_image:
+        served = catalogue.adapters.controls(architecture(model))
+        control = options.control or (served[0] if served else "canny")
+        catalogue.check_control(model, control)
+        control_weight = _check_float("--cw", _first(parsed.control_weight, default=1.0),
+                                      limits.CONTROL_WEIGHT_MIN, limits.CONTROL_WEIGHT_MAX)
+    elif options.control is not None:
+        raise PromptError("`control` needs a `control_image` to make its map from")
+    elif parsed.control_weight is not None:
+        raise PromptError("`--cw` only applies with a `control_image`")
+    if options.has_reference:
+        catalogue.check_reference(model)
+        image_weight = _first(parsed.image_weight, default=1.0)
+        if parsed.style_weight is not None and not parsed.style_reference:
+            raise PromptError("`--sw` weighs a style reference: add `--sref`")
+        if parsed.style_reference:
+            style_weight = _first(parsed.style_weight, default=DEFAULT_STYLE_WEIGHT)
+    else:
+        for flag, given in (("--sref", parsed.style_reference),
+                            ("--sw", parsed.style_weight is not None),
+                            ("--iw", parsed.image_weight is not None)):
+            if given:
+                raise PromptError(f"`{flag}` only applies with a `reference` picture")
+    return Conditions(control, control_weight, image_weight, style_weight)
+
+
 def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogue,
             parsed: ParsedPrompt | None = None,
             default_strength: float = DEFAULT_STRENGTH) -> JobParameters:
@@ -190,6 +240,7 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
     negative = ", ".join(text.strip() for text in negatives if text.strip())
     check_chunks("The negative prompt", chunks_at_least(negative), parts=False)
     text, loras = resolve_loras(options, parsed, catalogue)
+    conditions = resolve_conditions(options, parsed, model, catalogue)
     return JobParameters(
         prompt=text,
         negative=negative,
@@ -204,13 +255,24 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
         count=count,
         strength=strength,
         loras=loras,
+        control=conditions.control,
+        control_weight=conditions.control_weight,
+        image_weight=conditions.image_weight,
+        style_weight=conditions.style_weight,
     )
 
 
 def remix_text(job: JobRecord) -> str:
     """A job's prompt and parameters as a user would type them, to edit in the remix modal."""
-    return (f"{job.prompt} --steps {job.steps} --cfg {job.guidance:g} --sampler {job.sampler}"
+    text = (f"{job.prompt} --steps {job.steps} --cfg {job.guidance:g} --sampler {job.sampler}"
             f" --model {job.model}")
+    if job.control_weight is not None:
+        text += f" --cw {job.control_weight:g}"
+    if job.image_weight is not None:
+        text += f" --iw {job.image_weight:g}"
+    if job.style_weight is not None:
+        text += f" --sref --sw {job.style_weight:g}"
+    return text
 
 
 def resolve_remix(text: str, negative: str, job: JobRecord, catalogue: Catalogue, *,
@@ -220,6 +282,8 @@ def resolve_remix(text: str, negative: str, job: JobRecord, catalogue: Catalogue
     defaults = UserSettings(job.user_id, steps=job.steps, guidance=job.guidance, model=job.model,
                             count=count, sampler=job.sampler)
     options = ImagineOptions(prompt=text, negative=negative, has_image=strength is not None,
-                             image_size=(job.width, job.height))
+                             image_size=(job.width, job.height), control=job.control,
+                             has_control_image=job.control_image is not None,
+                             has_reference=job.reference_images is not None)
     return resolve(options, defaults, catalogue,
                    default_strength=strength if strength is not None else DEFAULT_STRENGTH)

@@ -57,6 +57,10 @@ class ParsedPrompt:
     # `<lora:name:weight>` tags of the text, in order; the text keeps them (as AUTOMATIC1111 does),
     # and `parts` are of the text without them.
     loras: tuple[tuple[str, float], ...] = ()
+    control_weight: float | None = None  # --cw
+    image_weight: float | None = None  # --iw
+    style_weight: float | None = None  # --sw
+    style_reference: bool = False  # --sref
 
     def to_text(self) -> str:
         """The canonical text of this prompt; parsing it gives back an equal `ParsedPrompt`."""
@@ -64,10 +68,13 @@ class ParsedPrompt:
         for flag, value in (
             ("ar", self.aspect), ("seed", self.seed), ("steps", self.steps),
             ("cfg", self.guidance), ("n", self.count), ("model", self.model),
-            ("sampler", self.sampler), ("strength", self.strength), ("no", self.negative),
+            ("sampler", self.sampler), ("strength", self.strength), ("cw", self.control_weight),
+            ("iw", self.image_weight), ("sw", self.style_weight), ("no", self.negative),
         ):
             if value is not None:
                 words.append(f"--{flag} {format_number(value)}")
+        if self.style_reference:
+            words.append("--sref")
         return " ".join(words)
 
 
@@ -78,7 +85,8 @@ _INT = re.compile(r"[+]?\d+")
 
 _ALIASES = {"aspect": "ar", "guidance": "cfg"}
 _FLAGS = ("ar", "aspect", "seed", "no", "steps", "cfg", "guidance", "n", "model", "sampler",
-          "strength")
+          "strength", "cw", "iw", "sw", "sref")
+_BARE_FLAGS = ("sref",)  # flags that take no value
 
 
 def _accepted() -> str:
@@ -133,6 +141,14 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         name = _ALIASES.get(written.lower(), written.lower())
         if written.lower() not in _FLAGS:
             raise PromptError(f"Unknown parameter `--{written}`. Accepted: {_accepted()}")
+        if name in _BARE_FLAGS:
+            if value:
+                raise PromptError(f"`--{written}` takes no value (the `reference` option is the "
+                                  f"picture), got `{value}`")
+            if name in values:
+                raise PromptError(f"`--{written}` is given more than once")
+            values[name] = True
+            continue
         if not value:
             raise PromptError(f"`--{written}` needs a value")
         if name == "no":
@@ -160,6 +176,10 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         sampler=values.get("sampler"),  # type: ignore[arg-type]
         strength=values.get("strength"),  # type: ignore[arg-type]
         loras=parse_lora_tags(text),
+        control_weight=values.get("cw"),  # type: ignore[arg-type]
+        image_weight=values.get("iw"),  # type: ignore[arg-type]
+        style_weight=values.get("sw"),  # type: ignore[arg-type]
+        style_reference=bool(values.get("sref")),
     )
 
 
@@ -182,6 +202,12 @@ def _parse_value(name: str, written: str, value: str) -> object:
         return _float_in(written, value, limits.GUIDANCE_MIN, limits.GUIDANCE_MAX)
     if name == "strength":
         return _float_in(written, value, limits.STRENGTH_MIN, limits.STRENGTH_MAX)
+    if name == "cw":
+        return _float_in(written, value, limits.CONTROL_WEIGHT_MIN, limits.CONTROL_WEIGHT_MAX)
+    if name == "iw":
+        return _float_in(written, value, limits.IMAGE_WEIGHT_MIN, limits.IMAGE_WEIGHT_MAX)
+    if name == "sw":
+        return _float_in(written, value, limits.STYLE_WEIGHT_MIN, limits.STYLE_WEIGHT_MAX)
     # model and sampler: one word, checked against the catalogue by the caller
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
         raise PromptError(f"`--{written}` takes one name, got `{value}`")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import discord
 
-from storage import JobRecord
+from storage import JobKind, JobRecord
 
 
 def seeds_text(seeds: Sequence[int]) -> str:
@@ -34,9 +34,21 @@ def shorten(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
 
 
+def title(job: JobRecord) -> str:
+    """What a job drew: its prompt, or for a job without one what made it (`/blend of 3
+    pictures`, `/describe`)."""
+    if job.prompt:
+        return job.prompt
+    if job.kind is JobKind.DESCRIBE:
+        return "/describe"
+    if job.references:
+        return f"/blend of {len(job.references)} pictures"
+    return "(no prompt)"
+
+
 def headline(job: JobRecord, user_id: int | None = None, room: int = SHOWN_PROMPT_MAX) -> str:
     """`**<prompt>** — <@author>`, the prompt shown in at most `room` characters."""
-    prompt = discord.utils.escape_mentions(discord.utils.escape_markdown(job.prompt))
+    prompt = discord.utils.escape_mentions(discord.utils.escape_markdown(title(job)))
     room = max(1, min(room, SHOWN_PROMPT_MAX))
     if len(prompt) > room:  # escaping can double a prompt full of `_` or `*`
         prompt = prompt[:room - 1].rstrip("\\") + "…"
@@ -51,10 +63,14 @@ def with_headline(job: JobRecord, rest: str, user_id: int | None = None) -> str:
     return headline(job, user_id, MESSAGE_MAX - frame) + rest
 
 
-def result_text(job: JobRecord, hidden: Sequence[int] = (), prompt_chunks: int = 1) -> str:
+def result_text(job: JobRecord, hidden: Sequence[int] = (), prompt_chunks: int = 1,
+                notes: Sequence[str] = ()) -> str:
     """`**<prompt>** — <@author> · seeds 42–45 · job `k3f9x2ab``, with notes below it when the
-    prompt was long or the safety checker veiled some of the pictures."""
+    prompt was long, the safety checker veiled some of the pictures, or a control picture was
+    taken as its map as it is."""
     text = f" · {seeds_text(job.seeds)} · job `{job.id}`"
+    for note in notes:
+        text += f"\n-# {note}"
     if prompt_chunks > 1:
         text += (f"\n-# long prompt: encoded in {prompt_chunks} chunks of 75 tokens, none of it "
                  "cut off")
@@ -105,6 +121,35 @@ def failed_text(job: JobRecord, reason: str) -> str:
 def moved_text(job: JobRecord) -> str:
     """What a job's earlier message says once a newer one, below it, shows the job."""
     return with_headline(job, "\n-# continued in a new message below")
+
+
+# What a control picture is taken as when no annotator model makes its map (SPEC §3.2).
+_TAKEN_AS_IS = {
+    "depth": "no depth annotator is set up (SD_ANNOTATORS): the control image was used as the "
+             "depth map as it is (white near, black far)",
+    "pose": "the control image was used as a pose skeleton (OpenPose's colours) as it is: there "
+            "is no pose annotator",
+    "lineart": "the control image was used as a line drawing: there is no lineart annotator to "
+               "draw one from a photo",
+}
+
+
+def control_notes(job: JobRecord, annotated: bool) -> list[str]:
+    """The note under a result whose control picture was its map as it is."""
+    if job.control is None or job.control_weight == 0 or annotated:
+        return []
+    note = _TAKEN_AS_IS.get(job.control)
+    return [f"`{job.control}`: {note}"] if note else []
+
+
+SUGGESTION_MAX = 300  # characters of one /describe suggestion shown
+
+
+def description_text(job: JobRecord) -> str:
+    """`**/describe** — <@author> · job `k3f9x2ab`` and the numbered suggestions."""
+    lines = [f"**{number}.** {discord.utils.escape_mentions(shorten(text, SUGGESTION_MAX))}"
+             for number, text in enumerate(job.suggestion_list, start=1)]
+    return with_headline(job, f" · job `{job.id}`\n" + "\n".join(lines))
 
 
 def no_job_text(job_id: str) -> str:

@@ -50,6 +50,8 @@ class Action(StrEnum):
     DELETE = "del"
     REGION_CELLS = "cells"  # the Vary (Region) panel's `Cells to redraw`
     REDRAW = "rd"  # the Vary (Region) panel's `Redraw`
+    SUGGESTION = "d"  # /describe's 1–4: /imagine that suggestion
+    DESCRIBE_AGAIN = "dr"  # /describe's 🔄: new suggestions
     HISTORY_PAGE = "h"  # /history's ◀ ▶
     HISTORY_OPEN = "open"  # /history's Open…
     SETTINGS_CHOICE = "set"  # a field's menu on the /settings panel
@@ -135,6 +137,8 @@ LOOKS: dict[Action, Look] = {
     Action.UPSCALE: Look("Upscale (2x)"),
     Action.FAVOURITE: Look(None, emoji="❤️"),
     Action.DELETE: Look(None, emoji="🗑️"),
+    Action.SUGGESTION: Look("", numbered=True),
+    Action.DESCRIBE_AGAIN: Look(None, emoji="🔄"),
 }
 
 
@@ -202,6 +206,12 @@ def single_image_view(job_id: str, index: int, square: bool = True) -> discord.u
     ]
     return _view(*(JobButton(action, job_id, index, row=row)
                    for row, actions in enumerate(rows) for action in actions))
+
+
+def describe_view(job_id: str, count: int = 4) -> discord.ui.View:
+    """`/describe`'s `1`–`4` (one for each suggestion) and `🔄`."""
+    return _view(*(JobButton(Action.SUGGESTION, job_id, i, row=0) for i in range(1, count + 1)),
+                 JobButton(Action.DESCRIBE_AGAIN, job_id, row=0))
 
 
 def cancel_view(job_id: str) -> discord.ui.View:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import discord
@@ -15,6 +15,7 @@ from discord.ext import commands
 from bot import limits, render
 from bot.access import may_manage, may_post_here, nsfw_allowed, visible_image, visible_job
 from bot.delivery import Attachment, fitted
+from bot.engine.types import CONTROLS
 from bot.imaging import decode, encode_png, veil
 from bot.jobs import JobRefused, Origin
 from bot.jobs.making import new_job
@@ -57,9 +58,13 @@ class Imagine(commands.Cog):
         mask="With an image: redraw only where this mask is white (black is kept)",
         strength="With an image: how far to move away from it (0.05–1.0)",
         lora="LoRAs to apply, like detail:0.8, style (or <lora:detail:0.8> in the prompt)",
+        control_image="ControlNet: hold the drawing to this picture's edges, depth, pose…",
+        control="What the ControlNet takes from the control image (--cw 0–2 sets how strongly)",
+        reference="Let this picture steer the drawing (--iw 0–3; --sref for its style only)",
     )
     @app_commands.choices(
-        aspect=[app_commands.Choice(name=a, value=a) for a in limits.ASPECT_CHOICES]
+        aspect=[app_commands.Choice(name=a, value=a) for a in limits.ASPECT_CHOICES],
+        control=[app_commands.Choice(name=c, value=c) for c in CONTROLS],
     )
     async def imagine(
         self,
@@ -76,38 +81,42 @@ class Imagine(commands.Cog):
         mask: discord.Attachment | None = None,
         strength: app_commands.Range[float, limits.STRENGTH_MIN, limits.STRENGTH_MAX] | None = None,
         lora: app_commands.Range[str, 1, LORA_OPTION_MAX] | None = None,
+        control_image: discord.Attachment | None = None,
+        control: str | None = None,
+        reference: discord.Attachment | None = None,
     ) -> None:
         """Create images from a text prompt."""
         options = ImagineOptions(
             prompt=prompt, negative=negative, aspect=aspect, count=count, seed=seed, steps=steps,
             guidance=guidance, model=model, strength=strength, has_image=image is not None,
-            lora=lora,
+            lora=lora, control=control, has_control_image=control_image is not None,
+            has_reference=reference is not None,
         )
+        uploads = Uploads(image, mask, control_image, reference)
         try:
             defaults = await self.bot.repo.settings(interaction.user.id)
             await self.bot.catalogue.refresh_loras()
             params = resolve(options, defaults, self.bot.catalogue)
             if mask is not None and image is None:
                 raise PromptError("A `mask` needs an `image` to redraw: give both")
-            for attachment in (image, mask):
-                if attachment is not None:
-                    check_declared(attachment.filename, attachment.size, attachment.content_type)
+            for attachment in uploads.given():
+                check_declared(attachment.filename, attachment.size, attachment.content_type)
         except PromptError as error:
             await answer_error(interaction, f"❌ {error}")
             return
         job = new_job(Origin.of(interaction), params)
-        if image is None:
+        if not uploads.given():
             await self.bot.jobs.accept(interaction, job)
         else:
-            await self._accept_with_pictures(interaction, job, image, mask, options, defaults)
+            await self._accept_with_pictures(interaction, job, uploads, options, defaults)
 
     async def _accept_with_pictures(self, interaction: Interaction, job: JobRecord,
-                                    image: discord.Attachment, mask: discord.Attachment | None,
-                                    options: ImagineOptions, defaults: UserSettings) -> None:
-        """`/imagine` from an uploaded picture (and a mask of where to redraw it). Fetching and
-        converting them can outlast the 3 s Discord gives, so the command defers first (SPEC
-        §6), after every check that needs no download; a file that turns out bad then takes the
-        placeholder back."""
+                                    uploads: Uploads, options: ImagineOptions,
+                                    defaults: UserSettings) -> None:
+        """`/imagine` with uploaded pictures: one to start from (and a mask of where to redraw
+        it), a control picture, a reference. Fetching and converting them can outlast the 3 s
+        Discord gives, so the command defers first (SPEC §6), after every check that needs no
+        download; a file that turns out bad then takes the placeholder back."""
         # 1. Refuse now what the picture cannot change: the channel, the user's limits, the
         #    server's words
         refusal = self.bot.policy.refusal_here(interaction)
@@ -127,22 +136,31 @@ class Imagine(commands.Cog):
             return  # nothing is saved or stored yet
         placeholder = response.message_id if response is not None else None
         try:
-            # 3. Fetch, check and convert the pictures; the job takes the picture's aspect
+            # 3. Fetch, check and convert the pictures; the job takes the aspect of the
+            #    picture it starts from, else of its control picture
             timeout = self.bot.settings.download_timeout
-            png, width, height = await fetch(image, timeout)
-            mask_png = await fetch_mask(mask, timeout) if mask is not None else None
-            params = resolve(replace(options, image_size=(width, height)), defaults,
-                             self.bot.catalogue)
+            fetched = {name: await fetch(attachment, timeout)
+                       for name, attachment in uploads.pictures().items()}
+            mask_png = (await fetch_mask(uploads.mask, timeout)
+                        if uploads.mask is not None else None)
+            sized = fetched.get("image") or fetched.get("control_image")
+            if sized is not None:
+                options = replace(options, image_size=(sized[1], sized[2]))
+            params = resolve(options, defaults, self.bot.catalogue)
             # 4. Store them and save the job; a job refused now takes its files with it
             origin = Origin.of(interaction)
             async with contextlib.AsyncExitStack() as stack:
-                sha256 = await stack.enter_async_context(self.bot.housekeeping.upload(png))
+                stored = {name: await stack.enter_async_context(
+                    self.bot.housekeeping.upload(png)) for name, (png, _, _) in fetched.items()}
                 mask_sha = None
                 if mask_png is not None:
                     mask_sha = await stack.enter_async_context(
                         self.bot.housekeeping.upload(mask_png))
+                reference = stored.get("reference")
                 job = await self.bot.policy.admit(replace(
-                    new_job(origin, params, init_image=sha256, mask_image=mask_sha),
+                    new_job(origin, params, init_image=stored.get("image"), mask_image=mask_sha,
+                            control_image=stored.get("control_image"),
+                            references=(reference,) if reference else ()),
                     message_id=placeholder))
         except (PromptError, JobRefused) as error:
             await withdraw(interaction, f"❌ {error}")
@@ -229,6 +247,26 @@ class Imagine(commands.Cog):
         await interaction.response.defer()
         if not await self.bot.jobs.cancel(job):
             await answer_error(interaction, f"Job `{job.id}` has already finished.")
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """The pictures given to `/imagine`."""
+
+    image: discord.Attachment | None
+    mask: discord.Attachment | None
+    control_image: discord.Attachment | None
+    reference: discord.Attachment | None
+
+    def pictures(self) -> dict[str, discord.Attachment]:
+        """The pictures given (not the mask), by option name."""
+        named = {"image": self.image, "control_image": self.control_image,
+                 "reference": self.reference}
+        return {name: attachment for name, attachment in named.items() if attachment is not None}
+
+    def given(self) -> list[discord.Attachment]:
+        return [a for a in (self.image, self.mask, self.control_image, self.reference)
+                if a is not None]
 
 
 async def _quietly_delete(interaction: Interaction) -> None:

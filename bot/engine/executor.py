@@ -29,9 +29,9 @@ from typing import Any, overload
 from bot.engine.loading import Loading
 from bot.engine.scheduler import FairQueue
 from bot.engine.types import (
-    EngineError,
     CaptionRequest,
     CaptionResult,
+    EngineError,
     GenerationRequest,
     GenerationResult,
     JobCancelled,
@@ -98,7 +98,7 @@ def _settle(future: asyncio.Future[Any], result: Any = None,
 @dataclass
 class _Job:
     request: Work
-    future: asyncio.Future[Any]  # of the request's result: a `GenerationResult` or a `CaptionResult`
+    future: asyncio.Future[Any]  # a `GenerationResult`, or a `CaptionResult`
     on_progress: ProgressCallback | None
     position: int = 0
     engine_retrying: bool = False  # as last told to `on_progress`, with `position`

@@ -1,5 +1,6 @@
-"""Making jobs: a new `/imagine` job, and jobs made from another one — rerolls, variations,
-upscales and the edits of SPEC §3.1 (Zoom Out, Pan, Make Square, Vary (Region)).
+"""Making jobs: a new `/imagine` job, a `/blend` and a `/describe`, and jobs made from another
+one — rerolls, variations, upscales and the edits of SPEC §3.1 (Zoom Out, Pan, Make Square, Vary
+(Region)).
 
 Pure functions of records, parameters and geometry: nothing here saves, queues or answers.
 Every job made from another gets fresh seeds and is shown to whoever asked for it."""
@@ -59,26 +60,47 @@ class Origin:
 
 
 def new_job(origin: Origin, params: JobParameters, *, init_image: str | None = None,
-            mask_image: str | None = None) -> JobRecord:
+            mask_image: str | None = None, control_image: str | None = None,
+            references: tuple[str, ...] = (), kind: JobKind = JobKind.IMAGINE) -> JobRecord:
     """A new `/imagine` job: from noise, from an uploaded picture, or redrawing the white of an
-    uploaded mask over it."""
+    uploaded mask over it; held to a control picture's map, steered by reference pictures
+    (`/blend`: only by them)."""
     mode = Mode.TXT2IMG if init_image is None else Mode.IMG2IMG
     if mask_image is not None:
         mode = Mode.INPAINT
-    return JobRecord(id=new_job_id(), kind=JobKind.IMAGINE, created_at=time.time(),
+    return JobRecord(id=new_job_id(), kind=kind, created_at=time.time(),
                      mode=str(mode), init_image=init_image, mask_image=mask_image,
                      edit="mask" if mask_image is not None else None,
+                     control_image=control_image,
+                     reference_images=",".join(references) if references else None,
                      **params.job_fields(), **origin.fields())
+
+
+def described(origin: Origin, picture: str, width: int, height: int,
+              model: str) -> JobRecord:
+    """`/describe`: prompt suggestions for an uploaded picture (of width×height), from the
+    captioning model `model`."""
+    return JobRecord(id=new_job_id(), kind=JobKind.DESCRIBE, created_at=time.time(),
+                     prompt="", negative="", model=model, sampler="", width=width,
+                     height=height, steps=0, guidance=0.0, seed=random_seed(1), count=4,
+                     init_image=picture, **origin.fields())
+
+
+def described_again(origin: Origin, parent: JobRecord) -> JobRecord:
+    """`🔄` on a `/describe`: new suggestions for the same picture."""
+    return replace(derived(origin, parent, JobKind.DESCRIBE, count=parent.count,
+                           init_image=parent.init_image), mode=str(Mode.TXT2IMG))
 
 
 def derived(origin: Origin, parent: JobRecord, kind: JobKind, *, count: int,
             index: int | None = None, mode: Mode = Mode.TXT2IMG, init_image: str | None = None,
             strength: float | None = None, width: int | None = None, height: int | None = None,
             mask_image: str | None = None, box: str | None = None,
-            edit: str | None = None) -> JobRecord:
+            edit: str | None = None, conditions: bool = True) -> JobRecord:
     """A new job continuing from `parent` (image `index`, from 1), with fresh seeds; its prompt
-    and parameters are the parent's unless given."""
-    return replace(
+    and parameters are the parent's unless given. It keeps the parent's control and references
+    unless `conditions` is False (a job on another canvas)."""
+    job = replace(
         parent,
         id=new_job_id(),
         kind=kind,
@@ -104,8 +126,14 @@ def derived(origin: Origin, parent: JobRecord, kind: JobKind, *, count: int,
         deleted_at=None,
         delivery_attempts=0,
         delivery_error=None,
+        control_map=None,  # made again when it runs
+        suggestions=None,
         **origin.fields(),
     )
+    if conditions:
+        return job
+    return replace(job, control=None, control_image=None, control_weight=None,
+                   reference_images=None, image_weight=None, style_weight=None)
 
 
 def rerolled(origin: Origin, parent: JobRecord) -> JobRecord:
@@ -137,7 +165,7 @@ def upscaled(origin: Origin, parent: JobRecord, image: ImageRecord,
     _check_size("Upscale (2x)", width, height)
     return derived(origin, parent, JobKind.UPSCALE, count=1, index=image.index + 1,
                    mode=Mode.IMG2IMG, init_image=image.sha256, strength=strength,
-                   width=width, height=height)
+                   width=width, height=height, conditions=False)
 
 
 def remixed(job: JobRecord, params: JobParameters) -> JobRecord:
@@ -157,7 +185,8 @@ def _edited(origin: Origin, parent: JobRecord, image: ImageRecord, kind: JobKind
             sheet: canvas.Canvas, edit: str) -> JobRecord:
     return derived(origin, parent, kind, count=EDIT_COUNT, index=image.index + 1,
                    mode=Mode.INPAINT, init_image=image.sha256, strength=EDIT_STRENGTH,
-                   width=sheet.width, height=sheet.height, box=str(sheet.box), edit=edit)
+                   width=sheet.width, height=sheet.height, box=str(sheet.box), edit=edit,
+                   conditions=False)
 
 
 def zoomed(origin: Origin, parent: JobRecord, image: ImageRecord, factor: float,

@@ -18,19 +18,22 @@ from bot.delivery import Delivery, Render, Undeliverable
 from bot.engine.executor import ExecutorClosed
 from bot.engine.prompting import parse_lora_tags
 from bot.engine.types import (
+    CaptionRequest,
+    Control,
     EngineError,
     GenerationRequest,
     GenerationResult,
     JobCancelled,
     Mode,
+    Reference,
 )
 from bot.jobs.making import Origin
 from bot.jobs.policy import JobRefused
-from bot.jobs.showing import deliver_result, progress_shown
+from bot.jobs.showing import deliver_description, deliver_result, progress_shown
 from bot.prompt import PromptError
 from bot.replies import answer_error
 from bot.ui import cancel_view
-from storage import ImageRecord, JobRecord, JobStatus
+from storage import ImageRecord, JobKind, JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -179,7 +182,34 @@ class JobRunner:
             loras=loras,
             box=job.box,
             mask=await self._picture(job.mask_image, "mask"),
+            control=await self._control(job),
+            reference=await self._reference(job),
         )
+
+    async def _control(self, job: JobRecord) -> Control | None:
+        if job.control is None or job.control_image is None:
+            return None
+        picture = await self._picture(job.control_image, "control image")
+        assert picture is not None
+        return Control(job.control, picture,
+                       1.0 if job.control_weight is None else job.control_weight)
+
+    async def _reference(self, job: JobRecord) -> Reference | None:
+        if not job.references:
+            return None
+        pictures = [await self._picture(sha256, "reference picture")
+                    for sha256 in job.references]
+        return Reference(tuple(p for p in pictures if p is not None),
+                         1.0 if job.image_weight is None else job.image_weight,
+                         job.style_weight)
+
+    async def caption_request_for(self, job: JobRecord) -> CaptionRequest:
+        """What the engine needs of a `/describe` job: its picture and its sampling seed."""
+        picture = await self._picture(job.init_image, "picture")
+        if picture is None:
+            raise EngineError("This job has no picture to describe")
+        return CaptionRequest(job_id=job.id, user_key=str(job.user_id), picture=picture,
+                              seed=job.seed, suggestions=job.count)
 
     async def _picture(self, sha256: str | None, what: str) -> bytes | None:
         if sha256 is None:
@@ -210,6 +240,15 @@ class JobRunner:
         on_progress = progress_shown(
             job, delivery, lambda: self._background(self.bot.repo.mark_running(job.id)))
         try:
+            if job.kind is JobKind.DESCRIBE:
+                captions = await self.bot.executor.submit(
+                    await self.caption_request_for(job), on_progress)
+                if not await self.bot.repo.complete_description(job.id, captions.suggestions):
+                    return  # cancelled meanwhile
+                await deliver_description(self.bot.repo, self.bot.store, replace(
+                    job, status=JobStatus.DONE, suggestions="\n".join(captions.suggestions)),
+                    delivery)
+                return
             request = await self.request_for(job)
             result = await self.bot.executor.submit(request, on_progress)
         except ExecutorClosed:
@@ -229,13 +268,18 @@ class JobRunner:
             return
 
         records = await self._store(job, result)
+        notes = render.control_notes(job, job.control is not None
+                                     and self.bot.catalogue.annotated(job.control))
         await deliver_result(self.bot.repo, self.bot.store, replace(job, status=JobStatus.DONE),
-                             records, delivery, result.prompt_chunks)
+                             records, delivery, result.prompt_chunks, notes)
 
     async def _deliver_stored(self, job: JobRecord) -> None:
         """Deliver a job whose images were stored but never shown (the process stopped)."""
         delivery = Delivery(self.bot, job)
         try:
+            if job.kind is JobKind.DESCRIBE:
+                await deliver_description(self.bot.repo, self.bot.store, job, delivery)
+                return
             await deliver_result(self.bot.repo, self.bot.store, job,
                                  await self.bot.repo.images(job.id), delivery)
         except Exception:
@@ -243,17 +287,20 @@ class JobRunner:
 
     async def _store(self, job: JobRecord, result: GenerationResult) -> list[ImageRecord]:
         """Write the files, then the rows: the images are safe before anything is uploaded."""
-        def write() -> list[ImageRecord]:
+        def write() -> tuple[list[ImageRecord], str | None]:
             records = []
             for index, image in enumerate(result.images):
                 stored = self.bot.store.put(image.png)
                 records.append(ImageRecord(job.id, index, image.seed, stored.path, stored.sha256,
                                            image.width, image.height, stored.size_bytes,
                                            image.nsfw))
-            return records
+            control_map = None
+            if result.control_map is not None:
+                control_map = self.bot.store.put(result.control_map).sha256
+            return records, control_map
 
-        records = await asyncio.to_thread(write)
-        await self.bot.repo.complete_job(job.id, records)
+        records, control_map = await asyncio.to_thread(write)
+        await self.bot.repo.complete_job(job.id, records, control_map)
         return records
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bot import render
 from bot.delivery import Attachment, Delivery, Render, Undeliverable
 from bot.engine.types import Progress
 from bot.imaging import compose_grid, decode, encode_png, veil
-from bot.ui import cancel_view, result_view
+from bot.ui import cancel_view, describe_view, result_view
 from storage import ImageRecord, ImageStore, JobRecord, Repository
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def progress_shown(job: JobRecord, delivery: Delivery,
 
 
 async def result_render(store: ImageStore, job: JobRecord, images: list[ImageRecord],
-                        prompt_chunks: int = 1) -> Render:
+                        prompt_chunks: int = 1, notes: Sequence[str] = ()) -> Render:
     """The finished job as users see it: its grid (or single picture), text and buttons.
 
     Pictures the safety checker flagged are veiled unless the channel is marked NSFW; a prompt
@@ -72,17 +72,33 @@ async def result_render(store: ImageStore, job: JobRecord, images: list[ImageRec
     filename = f"atelier_{job.id}.png"
     if hidden:
         filename = "SPOILER_" + filename
-    return Render(render.result_text(job, hidden, prompt_chunks),
+    return Render(render.result_text(job, hidden, prompt_chunks, notes),
                   (Attachment(filename, grid),), result_view(job.id, len(images)),
                   notify=True)
 
 
 async def deliver_result(repo: Repository, store: ImageStore, job: JobRecord,
                          images: list[ImageRecord], delivery: Delivery,
-                         prompt_chunks: int = 1) -> None:
+                         prompt_chunks: int = 1, notes: Sequence[str] = ()) -> None:
     """Show a finished job's result, counting the try; a job Discord refuses to show for good
     (its channel is gone, the bot may not post there) is not tried again."""
-    shown = await result_render(store, job, images, prompt_chunks)
+    await _deliver(repo, job, delivery,
+                   await result_render(store, job, images, prompt_chunks, notes))
+
+
+async def deliver_description(repo: Repository, store: ImageStore, job: JobRecord,
+                              delivery: Delivery) -> None:
+    """Show a finished `/describe`: the picture, its numbered suggestions and their buttons."""
+    attachments: tuple[Attachment, ...] = ()
+    path = store.find(job.init_image) if job.init_image is not None else None
+    if path is not None:
+        data = await asyncio.to_thread(path.read_bytes)
+        attachments = (Attachment(f"atelier_{job.id}.png", data),)
+    await _deliver(repo, job, delivery, Render(render.description_text(job), attachments,
+                                               describe_view(job.id), notify=True))
+
+
+async def _deliver(repo: Repository, job: JobRecord, delivery: Delivery, shown: Render) -> None:
     attempt = await repo.count_delivery_attempt(job.id)
     try:
         await delivery.finish(shown)

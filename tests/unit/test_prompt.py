@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -327,15 +329,41 @@ def test_parse_only_raises_prompt_error_and_round_trips(raw: str) -> None:
     guidance=st.floats(limits.GUIDANCE_MIN, limits.GUIDANCE_MAX),
     count=st.integers(limits.COUNT_MIN, limits.COUNT_MAX),
     strength=st.floats(limits.STRENGTH_MIN, limits.STRENGTH_MAX),
+    weights=st.tuples(st.floats(limits.CONTROL_WEIGHT_MIN, limits.CONTROL_WEIGHT_MAX),
+                      st.floats(limits.IMAGE_WEIGHT_MIN, limits.IMAGE_WEIGHT_MAX),
+                      st.floats(limits.STYLE_WEIGHT_MIN, limits.STYLE_WEIGHT_MAX), st.booleans()),
 )
 def test_every_valid_value_round_trips(text: str, seed: int, steps: int, guidance: float,
-                                       count: int, strength: float) -> None:
+                                       count: int, strength: float,
+                                       weights: tuple[float, float, float, bool]) -> None:
+    control, image, style, sref = weights
     parsed = ParsedPrompt(text=text.strip(), parts=(WeightedPart(text.strip(), 1.0),),
                           seed=seed, steps=steps, guidance=guidance, count=count,
-                          strength=strength, aspect=Aspect(3, 2), negative="blurry, dark")
+                          strength=strength, aspect=Aspect(3, 2), negative="blurry, dark",
+                          control_weight=control, image_weight=image, style_weight=style,
+                          style_reference=sref)
     try:
         expected_parts = parse_prompt(text).parts
     except PromptError:
         return  # texts that are not prompts on their own (a stray `::` weight)
     parsed = ParsedPrompt(**{**parsed.__dict__, "parts": expected_parts})
     assert parse_prompt(parsed.to_text()) == parsed
+
+
+def test_reference_and_control_weights() -> None:
+    parsed = parse_prompt("a cat --cw 1.5 --iw 0 —sref --sw 250")
+    assert (parsed.control_weight, parsed.image_weight, parsed.style_weight) == (1.5, 0.0, 250.0)
+    assert parsed.style_reference and parsed.text == "a cat"
+    assert not parse_prompt("a cat --iw 2").style_reference
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("a cat --cw 2.5", "`--cw` must be a number from 0 to 2, got `2.5`"),
+    ("a cat --iw 4", "`--iw` must be a number from 0 to 3, got `4`"),
+    ("a cat --sw 1001", "`--sw` must be a number from 0 to 1000, got `1001`"),
+    ("a cat --sref https://example.com/a.png", "`--sref` takes no value"),
+    ("a cat --sref --sref", "`--sref` is given more than once"),
+])
+def test_weights_out_of_range_are_refused(text: str, error: str) -> None:
+    with pytest.raises(PromptError, match=re.escape(error)):
+        parse_prompt(text)
