@@ -43,6 +43,8 @@ EXTENSIONS = (
     "cogs.info",
     "cogs.settings",
     "cogs.image_info",
+    "cogs.blend",
+    "cogs.describe",
 )
 
 

@@ -262,6 +262,36 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
     )
 
 
+# /blend's `dimensions` and the aspect each one gives (SPEC §3.2)
+BLEND_DIMENSIONS = {"portrait": "2:3", "square": "1:1", "landscape": "3:2"}
+
+
+def check_blend_count(pictures: int) -> None:
+    if not limits.BLEND_MIN <= pictures <= limits.BLEND_MAX:
+        raise PromptError(f"`/blend` mixes {limits.BLEND_MIN} to {limits.BLEND_MAX} pictures, "
+                          f"got {pictures}")
+
+
+def resolve_blend(dimensions: str | None, pictures: int, defaults: UserSettings,
+                  catalogue: Catalogue) -> JobParameters:
+    """`/blend`'s parameters: four pictures of the user's default model (if it still exists)
+    mixing `pictures` pictures, no text, at `dimensions` (square when not given)."""
+    check_blend_count(pictures)
+    saved_model = defaults.model if defaults.model in catalogue.names() else None
+    model = catalogue.get(saved_model)
+    catalogue.check_reference(model, "`/blend`")
+    family = model.family
+    aspect = parse_aspect(BLEND_DIMENSIONS[dimensions or "square"], "dimensions")
+    width, height = size_for(aspect, family.native_side, family.multiple)
+    return JobParameters(
+        prompt="", negative=defaults.negative or "", model=model,
+        sampler=check_sampler(_first(defaults.sampler, default=family.sampler)),
+        aspect=aspect, width=width, height=height,
+        steps=_first(defaults.steps, default=family.steps),
+        guidance=_first(defaults.guidance, default=family.guidance),
+        seed=random_seed(DEFAULT_COUNT), count=DEFAULT_COUNT, strength=None, image_weight=1.0)
+
+
 def remix_text(job: JobRecord) -> str:
     """A job's prompt and parameters as a user would type them, to edit in the remix modal."""
     text = (f"{job.prompt} --steps {job.steps} --cfg {job.guidance:g} --sampler {job.sampler}"

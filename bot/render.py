@@ -199,12 +199,34 @@ def lineage_text(job: JobRecord) -> str | None:
     `k3f9x2ab`, image 2` — or None for a new prompt."""
     if job.parent_job is None:
         return None
+    if job.kind is JobKind.IMAGINE:  # a /describe's suggestion, started by its button
+        return f"suggestion {job.parent_index} of /describe `{job.parent_job}`"
     edit = edit_text(job.edit)
     if edit is not None and job.kind != "reroll":
         image = f", image {job.parent_index}" if job.parent_index is not None else ""
         return f"{edit} of job `{job.parent_job}`{image}"
     image = f"image {job.parent_index} of " if job.parent_index is not None else ""
     return f"{job.kind} of {image}job `{job.parent_job}`"
+
+
+def control_text(job: JobRecord) -> str | None:
+    """`canny, --cw 1.5`: a job's ControlNet, or None."""
+    if job.control is None:
+        return None
+    weight = 1.0 if job.control_weight is None else job.control_weight
+    return f"{job.control}, --cw {weight:g}"
+
+
+def reference_text(job: JobRecord) -> str | None:
+    """`1 picture, --iw 1 · style reference, --sw 100`: a job's references, or None."""
+    count = len(job.references)
+    if not count:
+        return None
+    weight = 1.0 if job.image_weight is None else job.image_weight
+    text = f"{count} picture{'s' if count > 1 else ''}, --iw {weight:g}"
+    if job.style_weight is not None:
+        text += f" · style reference, --sw {job.style_weight:g}"
+    return text
 
 
 def fit_lines(lines: Sequence[str], limit: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 Interaction = discord.Interaction["AtelierBot"]
 
 NO_IMAGE = "This message has no Atelier image."
+CONTROL_MAP_FILE = "control_map.png"
 FIELD_MAX = 1024  # Discord's limit on an embed field's value
 # `job `k3f9x2ab`` on a result, `… · job `k3f9x2ab` · image 2` on a `U<n>` picture. The prompt
 # before it has its backticks escaped, so only the bot's own mark matches.
@@ -73,7 +76,7 @@ def info_embed(job: JobRecord, images: Sequence[ImageRecord], children: Sequence
                index: int | None = None, deleted: Sequence[int] = ()) -> discord.Embed:
     """Everything about `job`, or about its image `index` (1-based) when the message shows one."""
     title = f"Image {index} of job {job.id}" if index is not None else f"Job {job.id}"
-    embed = discord.Embed(title=title, description=f"**{escaped(job.prompt)}**")
+    embed = discord.Embed(title=title, description=f"**{escaped(render.title(job))}**")
     if job.negative:
         embed.add_field(name="Negative prompt", value=clip(escaped(job.negative)), inline=False)
     embed.add_field(name="Model", value=job.model)
@@ -85,6 +88,17 @@ def info_embed(job: JobRecord, images: Sequence[ImageRecord], children: Sequence
     embed.add_field(name="CFG scale", value=f"{job.guidance:g}")
     if job.strength is not None:
         embed.add_field(name="Strength", value=f"{job.strength:g}")
+    control = render.control_text(job)
+    if control is not None:
+        shown = " (its map below)" if job.control_map is not None else ""
+        embed.add_field(name="ControlNet", value=control + shown, inline=False)
+    reference = render.reference_text(job)
+    if reference is not None:
+        embed.add_field(name="Reference", value=reference, inline=False)
+    if job.suggestion_list:
+        embed.add_field(name="Suggestions", value=clip("\n".join(
+            f"{number}. {escaped(text)}"
+            for number, text in enumerate(job.suggestion_list, start=1))), inline=False)
     seeds = [image.seed for image in images] or job.seeds  # the stored ones are those used
     if index is not None and 1 <= index <= len(seeds):
         embed.add_field(name="Seed", value=str(seeds[index - 1]))
@@ -138,8 +152,14 @@ class ImageInfo(commands.Cog):
         images = await self.bot.repo.images(job.id)
         children = await self.bot.repo.children(job.id, scope)
         deleted = (await self.bot.repo.deleted_pictures([job.id])).get(job.id, ())
-        await interaction.response.send_message(
-            embed=info_embed(job, images, children, index, deleted), ephemeral=True)
+        embed = info_embed(job, images, children, index, deleted)
+        files = []
+        path = self.bot.store.find(job.control_map) if job.control_map is not None else None
+        if path is not None:  # the control map the ControlNet read
+            data = await asyncio.to_thread(path.read_bytes)
+            files.append(discord.File(io.BytesIO(data), CONTROL_MAP_FILE))
+            embed.set_image(url=f"attachment://{CONTROL_MAP_FILE}")
+        await interaction.response.send_message(embed=embed, files=files, ephemeral=True)
 
 
 async def setup(bot: AtelierBot) -> None:
