@@ -155,6 +155,13 @@ def test_token_not_required_when_not_asked(tmp_path: Path) -> None:
         ("SD_MODELS", "bad name=/a.safetensors"),
         ("SD_VAE", "madebyollin/sdxl-vae-fp16-fix"),
         ("SD_VAE", "xl=a,XL=b"),
+        ("SD_CONTROLNETS", "edges=lllyasviel/sd-controlnet-canny"),
+        ("SD_CONTROLNETS", "sd9:canny=a"),
+        ("SD_CONTROLNETS", "canny"),
+        ("SD_CONTROLNETS", "canny=a,canny=b"),
+        ("SD_IP_ADAPTER", "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"),
+        ("SD_IP_ADAPTER", "sd15=h94/IP-Adapter/models/ip-adapter_sd15.safetensors"),
+        ("SD_ANNOTATORS", "pose=lllyasviel/Annotators"),
         ("DISCORD_API_BASE", "ftp://x"),
         ("DISCORD_API_BASE", "localhost:8080"),
         ("DISCORD_API_BASE", "ws://127.0.0.1:8080"),
@@ -205,3 +212,21 @@ def test_gallery_settings(tmp_path: Path) -> None:
     assert settings.web_secret == "a long random phrase"
     assert settings.discord_oauth_url == "http://127.0.0.1:9/authorize"
     assert "s3cret" not in repr(settings) and "random phrase" not in repr(settings)
+
+
+def test_adapters_are_read_per_family() -> None:
+    settings = load_settings({
+        "DISCORD_TOKEN": "t",
+        "SD_CONTROLNETS": "canny=lllyasviel/control_v11p_sd15_canny, sdxl:canny=xinsir/cn, "
+                          "sdxl:depth=/models/depth.safetensors",
+        "SD_IP_ADAPTER": "sd1=h94/IP-Adapter/models/ip-adapter_sd15.safetensors",
+        "SD_ANNOTATORS": "depth=depth-anything/Depth-Anything-V2-Small-hf",
+        "SD_CAPTION_MODEL": "Salesforce/blip-image-captioning-large",
+    }, env_file="/nonexistent")
+    assert settings.sd_controlnets == (
+        (None, "canny", "lllyasviel/control_v11p_sd15_canny"), ("sdxl", "canny", "xinsir/cn"),
+        ("sdxl", "depth", "/models/depth.safetensors"))
+    assert settings.sd_ip_adapter == (
+        ("sd1", "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"),)
+    assert settings.sd_annotators == (("depth", "depth-anything/Depth-Anything-V2-Small-hf"),)
+    assert settings.sd_caption_model == "Salesforce/blip-image-captioning-large"
