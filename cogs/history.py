@@ -113,7 +113,7 @@ def job_line(number: int, job: JobRecord, now: float, deleted: Sequence[int] = (
     """`3. **a red fox** — @alice · 3 min ago · `k3f9x2ab``, and `(message of image 2 deleted)`
     when the message of one of its pictures (`deleted`, from 0) was deleted."""
     prompt = discord.utils.escape_mentions(
-        discord.utils.escape_markdown(shorten(job.prompt, PROMPT_SHOWN)))
+        discord.utils.escape_markdown(shorten(render.title(job), PROMPT_SHOWN)))
     note = f" ({render.deleted_pictures_text(deleted)})" if deleted else ""
     return (f"{number}. **{prompt}** — <@{job.user_id}> · {age_text(now - job.created_at)}"
             f" · `{job.id}`{note}")
@@ -194,8 +194,8 @@ def listing_view(listing: Listing) -> discord.ui.View:
     view.add_item(PageButton("▶", listing.page + 1, listing.filters,
                              listing.page < listing.pages))
     view.add_item(OpenMenu([
-        discord.SelectOption(label=shorten(f"{number}. {job.prompt}", OPTION_MAX), value=job.id,
-                             description=f"job {job.id}")
+        discord.SelectOption(label=shorten(f"{number}. {render.title(job)}", OPTION_MAX),
+                             value=job.id, description=f"job {job.id}")
         for number, job in enumerate(listing.jobs, start=1)
     ]))
     return view

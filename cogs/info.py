@@ -47,7 +47,8 @@ def job_line(job: JobRecord | None, job_id: str, state: str, scope: Scope) -> st
     """One of the caller's jobs; a job from another server shows no id or prompt here."""
     if job is None or not job.visible_to(scope):
         return f"a job in another server or DM — {state}"
-    prompt = job.prompt if len(job.prompt) <= PROMPT_PREVIEW else job.prompt[:PROMPT_PREVIEW] + "…"
+    title = render.title(job)
+    prompt = title if len(title) <= PROMPT_PREVIEW else title[:PROMPT_PREVIEW] + "…"
     prompt = discord.utils.escape_markdown(discord.utils.escape_mentions(prompt))
     return f"`{job_id}` {prompt} — {state}"
 

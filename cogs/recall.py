@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import render
 from bot.access import may_post_here, nsfw_allowed, scope_of, visible_job
 from bot.delivery import fitted
 from bot.jobs.showing import result_render
@@ -31,7 +32,7 @@ QUERY_MAX = 200  # what autocomplete searches of the text typed so far
 
 def choice_label(job: JobRecord) -> str:
     """`k3f9x2ab · a red fox in the snow`, cut to fit an autocomplete choice."""
-    label = f"{job.id} · {' '.join(job.prompt.split())}"
+    label = f"{job.id} · {' '.join(render.title(job).split())}"
     return label if len(label) <= CHOICE_MAX else label[:CHOICE_MAX - 1] + "…"
 
 

@@ -1113,8 +1113,7 @@ class Worker:
             height=picture.height,
             model=request.model,
             strength=request.strength,
-            # A1111's name for how far the redrawn area fades into the kept picture
-            extra=(("Mask blur", str(canvas.KEPT_BEYOND)),) if request.mode is Mode.INPAINT else (),
+            extra=_extra_parameters(request),
         )
         return GeneratedImage(
             seed=seed,
@@ -1202,6 +1201,24 @@ class CallExtras:
     def map_png(self, job_id: str) -> bytes | None:
         picture = self.maps.get(job_id)
         return None if picture is None else encode_png(picture, None)
+
+
+def _extra_parameters(request: GenerationRequest) -> tuple[tuple[str, str], ...]:
+    """The PNG `parameters` fields beyond the usual ones, in AUTOMATIC1111's words where it
+    has them: how far an inpainted area fades into the kept picture, the ControlNet and the
+    IP-Adapter (as its ControlNet extension writes them)."""
+    extra: list[tuple[str, str]] = []
+    if request.mode is Mode.INPAINT:
+        extra.append(("Mask blur", str(canvas.KEPT_BEYOND)))
+    if request.control is not None and request.control_active:
+        extra.append(("ControlNet 0", f'"Module: {request.control.kind}, '
+                                      f'Weight: {request.control.weight:g}"'))
+    if request.reference is not None and request.reference_active:
+        reference = request.reference
+        style = "" if reference.style is None else f", Style weight: {reference.style:g}"
+        extra.append(("IP-Adapter", f'"Pictures: {len(reference.pictures)}, '
+                                    f'Weight: {reference.weight:g}{style}"'))
+    return tuple(extra)
 
 
 def _failed(error: BaseException) -> Finishing:

@@ -82,6 +82,8 @@ def test_a_control_image_changes_the_pixels_and_reproduces(worker: Worker,
     edges = pixels(first.control_map)
     assert edges.shape == (128, 128, 3) and set(np.unique(edges)) == {0, 255}
     assert plain.control_map is None
+    parameters = Image.open(io.BytesIO(first.images[0].png)).info["parameters"]
+    assert parameters.endswith(', ControlNet 0: "Module: canny, Weight: 1"')
 
 
 def test_control_weight_zero_draws_as_if_there_were_none(worker: Worker, drawing: bytes) -> None:
