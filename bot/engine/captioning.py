@@ -100,6 +100,4 @@ def _pick(captions: list[str], count: int) -> tuple[str, ...]:
     """`count` suggestions, different ones first; repeats only when there are not enough."""
     usable = [caption for caption in captions if caption] or ["a picture"]
     distinct = list(dict.fromkeys(usable))
-    while len(distinct) < count:
-        distinct.append(usable[len(distinct) % len(usable)])
-    return tuple(distinct[:count])
+    return tuple(distinct[number % len(distinct)] for number in range(count))

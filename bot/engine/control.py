@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, ImageStat
 
 from bot.engine.adapters import AdapterConfig
 from bot.engine.models import SINGLE_FILE_SUFFIXES
@@ -57,8 +57,7 @@ def canny(picture: Image.Image) -> Image.Image:
 def line_drawing(picture: Image.Image) -> Image.Image:
     """White lines on black, as the lineart and scribble ControlNets read them."""
     grey = picture.convert("L")
-    pixels = list(grey.getdata())
-    if sum(pixels) / max(1, len(pixels)) > LIGHT_PAGE:
+    if ImageStat.Stat(grey).mean[0] > LIGHT_PAGE:
         grey = ImageOps.invert(grey)
     return grey.convert("RGB")
 
