@@ -99,6 +99,24 @@ def build_captioner(folder: Path) -> Path:
     return folder
 
 
+def build_depth_annotator(folder: Path) -> Path:
+    """A tiny DPT depth estimator, read by transformers' depth-estimation pipeline."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    with torch.random.fork_rng():
+        torch.manual_seed(17)
+        model = DPTForDepthEstimation(DPTConfig(
+            hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+            image_size=32, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 16, 16, 32], fusion_hidden_size=16,
+            reassemble_factors=[4, 2, 1, 0.5]))
+    model.save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32},
+                      keep_aspect_ratio=False).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_adapters(tiny_model_dir: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -108,4 +126,5 @@ def tiny_adapters(tiny_model_dir: Path,
         "controlnet": build_controlnet(tiny_model_dir, root / "controlnet"),
         "ip_adapter": build_ip_adapter(tiny_model_dir, root / "ip-adapter"),
         "captioner": build_captioner(root / "blip"),
+        "depth": build_depth_annotator(root / "dpt"),
     }

@@ -162,7 +162,8 @@ class ControlModels:
 
         started = time.perf_counter()
         try:
-            estimator = pipeline("depth-estimation", model=source, device=self.device)
+            estimator = pipeline("depth-estimation", model=source, device=self.device,
+                                 dtype=self.dtype)
         except (OSError, ValueError) as error:
             log.error("cannot load the depth annotator %s: %s", source, error)
             raise EngineError("The depth annotator (SD_ANNOTATORS) could not be loaded") \

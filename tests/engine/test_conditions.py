@@ -39,8 +39,10 @@ def png(image: Image.Image) -> bytes:
 def worker(tiny_model_dir: Path, tiny_adapters: dict[str, Path]) -> Iterator[Worker]:
     adapters = AdapterConfig(
         controlnets=(("tiny", "canny", str(tiny_adapters["controlnet"])),
-                     ("tiny", "tile", str(tiny_adapters["controlnet"]))),
+                     ("tiny", "tile", str(tiny_adapters["controlnet"])),
+                     ("tiny", "depth", str(tiny_adapters["controlnet"]))),
         ip_adapters=(("tiny", str(tiny_adapters["ip_adapter"])),),
+        annotators=(("depth", str(tiny_adapters["depth"])),),
         caption_model=str(tiny_adapters["captioner"]))
     yield Worker(WorkerConfig(models=(describe("tiny", "tiny"),), device="cpu",
                               cache_dir=str(tiny_model_dir.parent), adapters=adapters,
@@ -111,9 +113,19 @@ def test_control_combines_with_img2img_and_inpainting(worker: Worker, drawing: b
 
 def test_a_control_without_its_controlnet_fails_the_job_alone(worker: Worker,
                                                               drawing: bytes) -> None:
-    outcome = worker.run([request("depth", control=Control("depth", drawing))])["depth"]
+    outcome = worker.run([request("pose", control=Control("pose", drawing))])["pose"]
     assert isinstance(outcome, EngineError)
-    assert "No ControlNet for `depth`" in str(outcome)
+    assert "No ControlNet for `pose`" in str(outcome)
+
+
+def test_the_depth_annotator_makes_the_depth_map(worker: Worker, drawing: bytes) -> None:
+    depth = run(worker, request("depth", control=Control("depth", drawing)))["depth"]
+    assert depth.control_map is not None
+    made = pixels(depth.control_map)
+    assert made.shape == (128, 128, 3)
+    assert (made[..., 0] == made[..., 1]).all()  # a grey depth map…
+    as_is = pixels(png(Image.open(io.BytesIO(drawing)).resize((128, 128))))
+    assert np.abs(made - as_is).max() > 0  # …not the picture itself
 
 
 def test_a_reference_steers_and_iw_zero_draws_as_if_there_were_none(worker: Worker) -> None:
