@@ -15,7 +15,10 @@ import pytest
 def build_controlnet(tiny: Path, folder: Path) -> Path:
     """A ControlNet made from the tiny model's UNet. Its zero convolutions (the layers that start
     at zero in training, so an untrained ControlNet changes nothing) are given random weights,
-    so that a control map does change the picture."""
+    so that a control map does change the picture. The convolutions that read the map are
+    given He's initialisation, a little stronger, with no biases: with PyTorch's default
+    (smaller) weights, seven layers of them wash the map out, and two different maps would
+    draw the same picture."""
     import torch
     from diffusers import ControlNetModel, UNet2DConditionModel
 
@@ -29,6 +32,12 @@ def build_controlnet(tiny: Path, folder: Path) -> Path:
                 if name.startswith(("controlnet_down_blocks", "controlnet_mid_block",
                                     "controlnet_cond_embedding.conv_out")):
                     parameter.normal_(0.0, 0.3)
+                elif name.startswith(("controlnet_cond_embedding.conv_in",
+                                      "controlnet_cond_embedding.blocks")):
+                    if name.endswith(".weight"):
+                        torch.nn.init.kaiming_normal_(parameter).mul_(1.5)
+                    else:
+                        parameter.zero_()
     controlnet.save_pretrained(folder)
     return folder
 

@@ -111,6 +111,25 @@ def test_control_combines_with_img2img_and_inpainting(worker: Worker, drawing: b
         assert difference(without.images[0], within.images[0]) > 0
 
 
+def test_jobs_of_one_call_keep_their_own_control_maps(worker: Worker, drawing: bytes) -> None:
+    """Jobs with the same ControlNet share a call (SPEC §5), each held to its own picture."""
+    circle = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(circle).ellipse((10, 30, 86, 66), outline="black", width=4)
+    controls = {"square": Control("canny", drawing), "circle": Control("canny", png(circle))}
+    alone = {name: run(worker, request(name, control=control))[name]
+             for name, control in controls.items()}
+    together = run(worker, *(request(name, control=control)
+                             for name, control in controls.items()))
+    for name, before in alone.items():
+        after = together[name]
+        assert after.batch_images == 4
+        assert after.control_map is not None and before.control_map is not None
+        assert (pixels(after.control_map) == pixels(before.control_map)).all()
+        for one, batched in zip(before.images, after.images, strict=True):
+            assert difference(one, batched) <= 2  # batch-shape rounding only
+    assert difference(together["square"].images[0], together["circle"].images[0]) > 10
+
+
 def test_a_control_without_its_controlnet_fails_the_job_alone(worker: Worker,
                                                               drawing: bytes) -> None:
     outcome = worker.run([request("pose", control=Control("pose", drawing))])["pose"]
