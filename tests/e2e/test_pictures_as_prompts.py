@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,11 +24,13 @@ from tests.e2e.conftest import (
     image_size,
     job_id_of,
     pixels,
+    posted,
     rows,
     running_atelier,
     settings_for,
     withdrawn,
 )
+from tests.e2e.test_batching import record_calls
 
 pytestmark = pytest.mark.e2e
 
@@ -64,9 +68,9 @@ async def atelier(discord_double: DiscordDouble, data_dir: Path,
 
 
 async def imagine(atelier: Atelier, prompt: str, files: dict[str, bytes] | None = None,
-                  **options: object) -> InteractionHandle:
+                  user: Any = None, **options: object) -> InteractionHandle:
     return await atelier.double.slash(
-        "imagine", {"prompt": prompt, **QUICK, **options}, user=atelier.double.alice,
+        "imagine", {"prompt": prompt, **QUICK, **options}, user=user or atelier.double.alice,
         attachments={name: (f"{name}.png", data, "image/png")
                      for name, data in (files or {}).items()})
 
@@ -115,6 +119,57 @@ async def test_a_control_image_holds_the_drawing_and_its_variations_keep_it(
         assert row["control_map"] is not None
 
 
+async def test_a_single_pictures_variations_keep_the_control_and_the_reference(
+        atelier: Atelier) -> None:
+    grid = await finished(await imagine(atelier, "a house --seed 4 --iw 2",
+                                        {"control_image": drawing(), "reference": plain("red")},
+                                        control="tile"))
+    [job] = rows(atelier, "SELECT * FROM jobs WHERE id = ?", job_id_of(grid))
+    single = await posted(await atelier.double.click(grid, button(grid, "U1")))
+    varied = await finished(await atelier.double.click(single, button(single, "Vary (Subtle)")))
+    [child] = rows(atelier, "SELECT * FROM jobs WHERE id = ?", job_id_of(varied))
+    assert (child["kind"], child["parent_index"]) == ("variation", 1)
+    kept = ("control", "control_image", "control_weight", "reference_images", "image_weight")
+    assert [child[name] for name in kept] == [job[name] for name in kept]
+    assert child["control_image"] is not None and child["reference_images"] is not None
+    assert child["control_map"] is not None
+
+
+async def test_a_control_image_taken_as_its_map_says_so(atelier: Atelier,
+                                                        tiny_adapters: dict[str, Path]) -> None:
+    await atelier.restart(sd_controlnets=((None, "depth", str(tiny_adapters["controlnet"])),))
+    taken = await finished(await imagine(atelier, "a house --seed 3", {"control_image": drawing()},
+                                         control="depth"))
+    assert taken.content.endswith(
+        "\n-# `depth`: no depth annotator is set up (SD_ANNOTATORS): the control image was used "
+        "as the depth map as it is (white near, black far)")
+    # with a depth annotator, its map is used and nothing needs saying
+    await atelier.restart(sd_annotators=(("depth", str(tiny_adapters["depth"])),))
+    made = await finished(await imagine(atelier, "a house --seed 3", {"control_image": drawing()},
+                                        control="depth"))
+    assert "-# " not in made.content
+    assert np.abs(pixels(made.attachment_bytes()) - pixels(taken.attachment_bytes())).max() > 0
+    maps = rows(atelier, "SELECT control_map FROM jobs ORDER BY created_at")
+    assert maps[0][0] != maps[1][0]
+
+
+async def test_jobs_with_the_same_controlnet_share_a_call(
+        atelier: Atelier, monkeypatch: pytest.MonkeyPatch) -> None:
+    double = atelier.double
+    calls = record_calls(atelier, monkeypatch)
+    blocker = await atelier.imagine("a slow one", steps=150, count=1)  # the others queue
+    square, circle = drawing(), drawing((96, 64))
+    queued = [await imagine(atelier, "canny one", {"control_image": square},
+                            user=double.bob, control="canny"),
+              await imagine(atelier, "tile one", {"control_image": square},
+                            user=double.mod, control="tile"),
+              await imagine(atelier, "canny two --ar 1:1", {"control_image": circle},
+                            control="canny")]
+    await asyncio.gather(*(finished(handle, 60) for handle in (blocker, *queued)))
+    assert ["canny one", "canny two"] in calls  # bob's, then alice's: the same ControlNet
+    assert ["tile one"] in calls
+
+
 async def test_controls_are_checked_before_anything_is_fetched(atelier: Atelier) -> None:
     control = drawing()
     depth = await imagine(atelier, "a house", {"control_image": control}, control="depth")
@@ -157,6 +212,24 @@ async def test_a_reference_steers_and_iw_zero_draws_as_if_there_were_none(
     [again] = rows(atelier, "SELECT * FROM jobs WHERE id = ?", job_id_of(reroll))
     assert (again["reference_images"], again["style_weight"]) == (job["reference_images"],
                                                                   400.0)
+    # …and so does a variation
+    variation = await finished(await atelier.double.click(style, button(style, "V1")))
+    [varied] = rows(atelier, "SELECT * FROM jobs WHERE id = ?", job_id_of(variation))
+    assert (varied["reference_images"], varied["image_weight"], varied["style_weight"]) == (
+        job["reference_images"], 1.0, 400.0)
+
+
+async def test_a_reference_that_is_no_picture_gets_the_upload_errors(atelier: Atelier) -> None:
+    text = await atelier.double.slash(
+        "imagine", {"prompt": "a bowl", **QUICK}, user=atelier.double.alice,
+        attachments={"reference": ("notes.txt", b"words", "text/plain")})
+    assert await private_answer(text) == "❌ `notes.txt` is not an image (PNG, JPEG or WebP)"
+    broken = await atelier.double.slash(
+        "imagine", {"prompt": "a bowl", **QUICK}, user=atelier.double.alice,
+        attachments={"reference": ("style.png", b"not a picture", "image/png")})
+    assert await withdrawn(atelier, broken) == (
+        "❌ `style.png` is not a readable PNG, JPEG or WebP image")
+    assert not rows(atelier, "SELECT id FROM jobs")
 
 
 @pytest.mark.parametrize(("prompt", "error"), [
@@ -238,6 +311,7 @@ async def test_describe_suggests_four_prompts_whose_buttons_imagine_them(
     [other] = rows(atelier, "SELECT * FROM jobs WHERE id = ?", job_id_of(again))
     assert (other["kind"], other["init_image"]) == ("describe", job["init_image"])
     assert len(other["suggestions"].split("\n")) == 4
+    assert other["suggestions"] != job["suggestions"]  # sampled with a new seed
 
 
 async def test_describe_refuses_a_bad_file_and_needs_a_captioning_model(
