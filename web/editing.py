@@ -26,7 +26,7 @@ from bot.remix import REMIX_FIELD_MAX, rewritten
 from bot.uploads import UploadError, normalise_mask
 from storage import ImageRecord, JobRecord, JobStatus
 from web.pages import NotFound, Pages
-from web.signin import Viewer, csrf_ok
+from web.signin import Unavailable, Viewer, csrf_ok
 
 if TYPE_CHECKING:
     from web.server import Gallery
@@ -92,19 +92,36 @@ class Edits:
             raise NotFound()
         return job, images[number - 1], number
 
-    def where_posted(self, job: JobRecord) -> tuple[Channel | None, str | None]:
+    async def where_posted(self, job: JobRecord) -> tuple[Channel | None, str | None]:
         """The channel an edit of `job` is posted in (None in direct messages) and why it may
         not be (None if it may): the channel must still be there, be NSFW if the job's was, and
         the bot must be allowed to post pictures in it."""
         if job.guild_id is None:
             return None, None
         guild = self.bot.get_guild(job.guild_id)
-        channel = guild.get_channel_or_thread(job.channel_id) if guild is not None else None
-        if channel is None or isinstance(channel, discord.CategoryChannel):
+        if guild is None:
+            return None, CHANNEL_GONE
+        channel = guild.get_channel_or_thread(job.channel_id) or await self._fetched(job)
+        if channel is None or isinstance(channel, discord.CategoryChannel) or (
+                isinstance(channel, discord.Thread) and channel.parent is None):
             return None, CHANNEL_GONE
         if job.nsfw_allowed and not is_nsfw(channel):
             return channel, render.nsfw_only_text(job.id)
         return channel, self.bot.policy.refusal_in(channel)
+
+    async def _fetched(self, job: JobRecord) -> Channel | None:
+        """A channel missing from the bot's cache — an archived thread — from Discord; None
+        when it is gone."""
+        try:
+            found = await self.bot.fetch_channel(job.channel_id)
+        except (discord.NotFound, discord.Forbidden):
+            return None
+        except discord.HTTPException as error:
+            log.warning("gallery: could not fetch channel %s: %s", job.channel_id, error)
+            raise Unavailable() from None
+        if isinstance(found, discord.abc.GuildChannel | discord.Thread):
+            return found
+        return None
 
     # ---- the page ---------------------------------------------------------------------------
 
@@ -113,7 +130,7 @@ class Edits:
         `Submit`."""
         viewer = await self.pages.viewer(request)
         job, image, number = await self.picture(viewer, request)
-        channel, refusal = self.where_posted(job)
+        channel, refusal = await self.where_posted(job)
         guild = self.bot.get_guild(job.guild_id) if job.guild_id is not None else None
         return self.gallery.render(
             "edit.html", viewer=viewer, job=job, image=image, number=number, guild=guild,
@@ -132,7 +149,7 @@ class Edits:
         if not await csrf_ok(request, form):
             return answer(403, error=STALE_FORM)
         parent, image, number = await self.picture(viewer, request)
-        channel, refusal = self.where_posted(parent)
+        channel, refusal = await self.where_posted(parent)
         if refusal is not None:
             return answer(409, error=refusal)
 

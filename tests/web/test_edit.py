@@ -304,3 +304,17 @@ async def test_nsfw_pictures_are_edited_only_in_an_nsfw_channel(gallery: Atelier
     (row,) = rows(gallery, "SELECT channel_id, nsfw_allowed FROM jobs WHERE id = ?", edit)
     assert (row[0], row[1]) == (double.nsfw_channel.id, 1)
     await result_in(gallery, double.nsfw_channel, edit)
+
+
+async def test_an_edit_follows_the_servers_allowed_channels(gallery: Atelier,
+                                                            visitors: Any) -> None:
+    double = gallery.double
+    job = await made(gallery, "a copper kettle --n 1", double.alice)
+    await gallery.restart(allowed_channels=(double.nsfw_channel.id,))
+    alice = await visitors(double.alice)
+    refusal = "Atelier works in #nsfw on this server."
+    page = await alice.get(f"/jobs/{job}/edit/1")
+    assert page.status == 200 and refusal in page.text and "data-edit-form" not in page.text
+    sent = await submit(alice, job, mask=png(painted()), csrf=(await alice.get("/")).csrf())
+    assert (sent.status, answer_of(sent)["error"]) == (409, refusal)
+    assert job_count(gallery) == 1

@@ -31,7 +31,9 @@
   // ---- the picture fills the space it has, keeping its shape -------------------------------
   function fit() {
     const room = stage.parentElement.clientWidth;
-    const tall = Math.max(240, window.innerHeight * (window.innerWidth > 860 ? 0.74 : 0.62));
+    // As tall as the window leaves below the toolbar, with room for the hint under it.
+    const top = stage.getBoundingClientRect().top + window.scrollY;
+    const tall = Math.max(240, window.innerHeight - top - 72);
     const scale = Math.min(room / width, tall / height);
     stage.style.width = `${Math.floor(width * scale)}px`;
     stage.style.height = `${Math.floor(height * scale)}px`;
