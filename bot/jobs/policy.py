@@ -74,7 +74,7 @@ class JobPolicy:
 
         def name(channel_id: int) -> str | None:
             found = guild.get_channel_or_thread(channel_id)
-            return f"#{found.name}" if found is not None else None  # another server's
+            return f"#{found.name}" if found is not None else None  # deleted, or elsewhere
 
         refusal = self._not_allowed(channel.id, getattr(channel, "parent_id", None), name)
         if refusal is not None:

@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from storage import ImageRecord, JobStatus, new_job_id
+from tests.double import Perm
 from tests.e2e.conftest import Atelier, png_info
 from tests.web.browser import Browser, chromium_or_skip
 from tests.web.conftest import made, picture, stored_jobs
@@ -286,3 +288,31 @@ async def test_a_waiting_job_shows_its_pictures_once_drawn(gallery: Atelier,
         assert browser.css("#image-1 .label").text.startswith("Image 1 · seed 7")
 
     await asyncio.to_thread(shown)
+
+
+async def test_a_picture_that_cannot_be_edited_says_why(gallery: Atelier,
+                                                         browser: Browser) -> None:
+    double = gallery.double
+    bot = gallery.bot
+    assert bot is not None
+    job = await made(gallery, "a harbour at night --n 1 --ar 16:9", double.alice)
+    double.set_permission_overwrite(double.channel, double.bot_user, deny=Perm.ATTACH_FILES)
+
+    def may_attach() -> bool:
+        channel: Any = bot.get_channel(double.channel.id)
+        return bool(channel.permissions_for(channel.guild.me).attach_files)
+
+    await double.wait_for(lambda: not may_attach(), description="the overwrite in the cache")
+    double.oauth_user = double.alice
+
+    def scenario() -> None:
+        browser.go(f"/jobs/{job}/edit/1")
+        browser.until(lambda: browser.path == f"/jobs/{job}/edit/1", "the edit page")
+        assert browser.css(".edit-panel .error").text.startswith(
+            "Atelier cannot post pictures in #general: it lacks Attach Files there.")
+        assert not browser.all("canvas") and not browser.all("[data-submit]")
+        stage = browser.css("[data-stage]").rect
+        assert stage["height"] < 900  # fitted to the window, not the column's width
+        browser.screenshot("13-edit-refused")
+
+    await asyncio.to_thread(scenario)

@@ -4,29 +4,12 @@
 "use strict";
 
 (() => {
-  const form = document.querySelector("[data-edit-form]");
-  const canvas = document.querySelector("[data-mask]");
-  if (!form || !canvas) return;
-
   const stage = document.querySelector("[data-stage]");
+  if (!stage) return;
   const picture = stage.querySelector("img");
-  const brush = document.querySelector("[data-brush]");
-  const size = document.querySelector("[data-size]");
-  const undoButton = document.querySelector("[data-undo]");
-  const clearButton = document.querySelector("[data-clear]");
-  const submit = form.querySelector("[data-submit]");
-  const error = form.querySelector("[data-error]");
-  const tools = [...document.querySelectorAll("[data-tool]")];
-
-  const width = canvas.width;
-  const height = canvas.height;
-  const paint = canvas.getContext("2d", { willReadFrequently: true });
-  const PAINT = "#ff3d7f"; // shown half transparent (CSS); only where it is counts
-  const UNDO_MAX = 30;
-  const history = [];
-  let erasing = false;
-  let drawing = null; // the pointer painting now
-  let last = null;
+  // The picture's own size, from the page (not its size on screen, nor its file not yet loaded).
+  const width = Number(picture.getAttribute("width"));
+  const height = Number(picture.getAttribute("height"));
 
   // ---- the picture fills the space it has, keeping its shape -------------------------------
   function fit() {
@@ -40,6 +23,26 @@
   }
   fit();
   window.addEventListener("resize", fit);
+
+  const form = document.querySelector("[data-edit-form]");
+  const canvas = document.querySelector("[data-mask]");
+  if (!form || !canvas) return; // this picture cannot be edited now: the page says why
+
+  const brush = document.querySelector("[data-brush]");
+  const size = document.querySelector("[data-size]");
+  const undoButton = document.querySelector("[data-undo]");
+  const clearButton = document.querySelector("[data-clear]");
+  const submit = form.querySelector("[data-submit]");
+  const error = form.querySelector("[data-error]");
+  const tools = [...document.querySelectorAll("[data-tool]")];
+
+  const paint = canvas.getContext("2d", { willReadFrequently: true });
+  const PAINT = "#ff3d7f"; // shown half transparent (CSS); only where it is counts
+  const UNDO_MAX = 30;
+  const history = [];
+  let erasing = false;
+  let drawing = null; // the pointer painting now
+  let last = null;
 
   // ---- brush ----------------------------------------------------------------------------------
   function diameter() {
