@@ -39,7 +39,6 @@ STALE_FORM = "This page was open too long or came from elsewhere; reload it and 
 CHANNEL_GONE = "The channel this job was made in is gone, so there is nowhere to post an edit."
 NO_PROMPT = "Write a prompt: say what should appear in the painted area."
 NO_MASK = "Paint the area to redraw over the picture first."
-WAITING = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 Channel = discord.abc.GuildChannel | discord.Thread
 
