@@ -169,6 +169,7 @@ class AtelierBot(commands.Bot):
             cache_dir=str(settings.data_dir / "models"),
             compile=settings.sd_compile,
             lora_dir=str(settings.lora_dir) if settings.lora_dir is not None else None,
+            offload=settings.sd_offload,
         )
         default = self.catalogue.default
         warm_up = GenerationRequest(

@@ -57,6 +57,7 @@ class ParsedPrompt:
     # `<lora:name:weight>` tags of the text, in order; the text keeps them (as AUTOMATIC1111 does),
     # and `parts` are of the text without them.
     loras: tuple[tuple[str, float], ...] = ()
+    draft: bool = False  # `--draft`: a fast run (SD_DRAFT_MODEL), to Enhance later
 
     def to_text(self) -> str:
         """The canonical text of this prompt; parsing it gives back an equal `ParsedPrompt`."""
@@ -68,6 +69,8 @@ class ParsedPrompt:
         ):
             if value is not None:
                 words.append(f"--{flag} {format_number(value)}")
+        if self.draft:
+            words.append("--draft")
         return " ".join(words)
 
 
@@ -78,7 +81,8 @@ _INT = re.compile(r"[+]?\d+")
 
 _ALIASES = {"aspect": "ar", "guidance": "cfg"}
 _FLAGS = ("ar", "aspect", "seed", "no", "steps", "cfg", "guidance", "n", "model", "sampler",
-          "strength")
+          "strength", "draft")
+_SWITCHES = ("draft",)  # flags without a value
 
 
 def _accepted() -> str:
@@ -133,6 +137,13 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         name = _ALIASES.get(written.lower(), written.lower())
         if written.lower() not in _FLAGS:
             raise PromptError(f"Unknown parameter `--{written}`. Accepted: {_accepted()}")
+        if name in _SWITCHES:
+            if value:
+                raise PromptError(f"`--{written}` takes no value, got `{value[:40]}`")
+            if name in values:
+                raise PromptError(f"`--{written}` is given more than once")
+            values[name] = True
+            continue
         if not value:
             raise PromptError(f"`--{written}` needs a value")
         if name == "no":
@@ -160,6 +171,7 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         sampler=values.get("sampler"),  # type: ignore[arg-type]
         strength=values.get("strength"),  # type: ignore[arg-type]
         loras=parse_lora_tags(text),
+        draft=bool(values.get("draft")),
     )
 
 
