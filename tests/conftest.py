@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bot.engine.tiny import build_tiny, build_tiny_flux, build_tiny_sd3  # noqa: E402
 from tests.double.fixtures import discord_double  # noqa: E402,F401
 from tests.hub import hub_double  # noqa: E402,F401
-from tests.models import hub_cache, model_files  # noqa: E402,F401
+from tests.models import family_files, hub_cache, model_files  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -566,6 +566,11 @@ class Worker:
         try:
             with _peft_quiet():
                 loaded.pipe.load_lora_weights(load_file(path), adapter_name=adapter)
+            present = loaded.pipe.get_list_adapters().values()
+            if not any(adapter in names for names in present):
+                # diffusers loads nothing, only warning, from a LoRA none of whose layers the
+                # model has (an SD LoRA in a FLUX model)
+                raise ValueError("none of its layers are in the model")
         except Exception as error:
             log.warning("LoRA %s does not load into model %s: %s", found, loaded.spec.name, error)
             try:
