@@ -179,7 +179,7 @@ def _save(pipe: object, folder: Path, **marked: object) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# ---- FLUX.1 and SD 3.5 ---------------------------------------------------------------------------
+# ---- FLUX.1 and SD 3.5 --------------------------------------------------------------------------
 
 T5_CHARACTERS = string.ascii_letters + string.digits + string.punctuation
 

@@ -152,7 +152,7 @@ def test_hub_models_never_downloaded_are_judged_by_name(repo: str, family: str, 
     assert (spec.family.name, spec.family.native_side, spec.sdxl) == (family, side, sdxl)
 
 
-# ---- FLUX.1, SD 3 / 3.5 and few-step SDXL --------------------------------------------------------
+# ---- FLUX.1, SD 3 / 3.5 and few-step SDXL -------------------------------------------------------
 
 def _configs(folder: Path, pipeline: str, **components: dict[str, object]) -> Path:
     """A diffusers folder holding only configurations, as a hub snapshot's would."""
