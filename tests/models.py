@@ -412,7 +412,9 @@ def hub_cache(model_files: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> Itera
 @dataclass(frozen=True)
 class FamilyFiles:
     cache: Path  # a model cache (DATA_DIR/models) holding tiny, tiny-flux and tiny-sd3
-    loras: Path  # LORA_DIR: flux-detail (diffusers' format), flux-kohya, sd3-detail, detail
+    # LORA_DIR: flux-detail (diffusers' format), flux-kohya, sd3-detail, detail (SD 1.x) and
+    # xl-detail (SDXL)
+    loras: Path
     lightning: Path  # the tiny SDXL, named as an SDXL-Lightning 4-step model
 
 
@@ -430,7 +432,8 @@ def family_files(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
     build_transformer_lora(tiny_flux_dir, loras / "flux-detail.safetensors", seed=4)
     build_kohya_flux_lora(tiny_flux_dir, loras / "flux-kohya.safetensors", seed=5)
     build_transformer_lora(tiny_sd3_dir, loras / "sd3-detail.safetensors", seed=6)
-    shutil.copyfile(model_files.loras / "detail.safetensors", loras / "detail.safetensors")
+    for sd in ("detail", "xl-detail"):
+        shutil.copyfile(model_files.loras / f"{sd}.safetensors", loras / f"{sd}.safetensors")
     lightning = root / "sdxl_lightning_4step"
     lightning.symlink_to(model_files.xl, target_is_directory=True)
     return FamilyFiles(cache, loras, lightning)
