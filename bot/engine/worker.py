@@ -195,6 +195,10 @@ def import_libraries() -> float:
     leaving it to the engine's thread."""
     started = time.perf_counter()
     import torch  # noqa: F401
+
+    # Quiet first: importing the pipelines makes transformers warn about backends Atelier does
+    # not use (torchvision for image processors), which only worries whoever reads the log.
+    _quiet_libraries()
     from diffusers import (  # noqa: F401  (pipelines import lazily, on first use)
         AutoPipelineForImage2Image,
         AutoPipelineForText2Image,
@@ -203,7 +207,6 @@ def import_libraries() -> float:
     )
     from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
 
-    _quiet_libraries()
     return time.perf_counter() - started
 
 

@@ -20,9 +20,9 @@ def record_calls(atelier: Atelier, monkeypatch: pytest.MonkeyPatch) -> list[list
     real_call = worker._call
     calls: list[list[str]] = []
 
-    def call(loaded: Any, mode: Any, slots: list[Any], *rest: Any) -> Any:
+    def call(loaded: Any, slots: list[Any], *rest: Any) -> Any:
         calls.append([request.prompt for request, _ in slots])
-        return real_call(loaded, mode, slots, *rest)
+        return real_call(loaded, slots, *rest)
 
     monkeypatch.setattr(worker, "_call", call)
     return calls

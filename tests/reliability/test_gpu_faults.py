@@ -30,12 +30,12 @@ def patch_calls(atelier: Atelier, monkeypatch: pytest.MonkeyPatch,
     real_call = worker._call
     sizes: list[int] = []
 
-    def call(loaded: Any, mode: Any, slots: list[Any], *rest: Any) -> Any:
+    def call(loaded: Any, slots: list[Any], *rest: Any) -> Any:
         error = fail(slots)
         if error is not None:
             raise error
         sizes.append(len(slots))
-        return real_call(loaded, mode, slots, *rest)
+        return real_call(loaded, slots, *rest)
 
     monkeypatch.setattr(worker, "_call", call)
     return sizes
@@ -93,10 +93,10 @@ async def test_a_failure_shows_a_short_reason_that_fits_whatever_the_prompt(
     assert worker is not None
     detail = "NCCL timeout on ray://10.7.0.3:10001 reading /srv/atelier/secret.safetensors "
 
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def start(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(detail + "x" * 2000)
 
-    monkeypatch.setattr(worker, "run", run)
+    monkeypatch.setattr(worker, "start", start)
     prompt = "a_*" * 333 + "a"  # 1000 characters, 1666 once its markdown is escaped
     failed = await finished(await atelier.imagine(prompt, count=1), 60)
     job_id = rows(atelier, "SELECT id FROM jobs")[0][0]
@@ -230,11 +230,11 @@ async def test_a_job_that_breaks_the_gpu_twice_fails_and_the_others_go_on(
     call = Worker._call
     workers: set[int] = set()
 
-    def faulty(self: Worker, loaded: Any, mode: Any, slots: list[Any], *rest: Any) -> Any:
+    def faulty(self: Worker, loaded: Any, slots: list[Any], *rest: Any) -> Any:
         if any(request.prompt == "crash" for request, _ in slots):
             workers.add(id(self))
             raise illegal_access()
-        return call(self, loaded, mode, slots, *rest)
+        return call(self, loaded, slots, *rest)
 
     monkeypatch.setattr(Worker, "_call", faulty)  # every worker built from now on, too
     failed = await finished(await atelier.imagine("crash", count=1), 90)
