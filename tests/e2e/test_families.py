@@ -4,6 +4,7 @@ a refused sampler, and `/info`."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytest_asyncio
+from PIL import Image
 
 from tests.double import DiscordDouble, Message
 from tests.e2e.conftest import (
@@ -26,6 +28,7 @@ from tests.e2e.conftest import (
     running_atelier,
     settings_for,
 )
+from tests.e2e.test_edit import cells, far_from_box
 from tests.e2e.test_info import info
 from tests.models import FamilyFiles
 
@@ -108,6 +111,15 @@ async def test_each_family_serves_every_feature(atelier: Atelier, case: Case) ->
     zoomed = await press(atelier, single, "Zoom Out 2x")
     assert (job_row(atelier, zoomed)["kind"], image_size(zoomed.attachment_bytes())) == (
         "zoom", (256, 256))
+    # the picture, at half its size, is kept in the middle of each new one (SPEC §3.1)
+    smaller = Image.open(io.BytesIO(single.attachment_bytes())).convert("RGB").resize(
+        (64, 64), Image.Resampling.LANCZOS)
+    expected = np.zeros((128, 128, 3), dtype=np.int16)
+    expected[32:96, 32:96] = np.asarray(smaller)
+    kept = far_from_box((128, 128), (32, 32, 64, 64))
+    for cell in cells(zoomed):
+        assert np.abs(cell[kept] - expected[kept]).max() <= 2
+        assert np.abs(cell[:24] - expected[:24]).mean() > 10  # the border is drawn anew
 
     # 3. a LoRA changes the picture of the same seed
     plain = await finished(await atelier.imagine(f"a red fox --model {case.model} --seed 7 --n 1"))

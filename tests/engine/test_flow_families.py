@@ -1,10 +1,11 @@
 """FLUX.1 and SD 3.5 through the engine, on the tiny random models: seeds and batching, previews
-of FLUX's packed latents, img2img and inpainting, LoRAs (diffusers' and kohya's formats), what
-each refuses, and SD 3.5 without its T5 encoder."""
+of FLUX's packed latents, cancel, img2img and inpainting, LoRAs (diffusers' and kohya's formats),
+what each refuses, SD 3.5 without its T5 encoder, and SD_OFFLOAD where there is no GPU."""
 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -110,6 +111,27 @@ def test_a_preview_projection_fitted_to_the_vae_gives_back_its_colours() -> None
 
 
 @pytest.mark.parametrize("model", MODELS)
+def test_cancel_while_running_stops_the_pipeline(worker: Worker, model: str) -> None:
+    reports: list[StepReport] = []
+    outcome = worker.run([request("job", model, steps=30)], reports.append,
+                         cancelled=lambda job_id: len(reports) >= 2)
+    assert outcome == {}
+    assert len(reports) == 2  # stopped within a step of the cancel
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_cancelling_one_job_of_a_batch_keeps_the_other(worker: Worker, model: str) -> None:
+    keep = request("keep", model, seeds=(5,))
+    outcomes = worker.run([keep, request("drop", model, seeds=(6,), user_key="u2")],
+                          cancelled=lambda job_id: job_id == "drop")
+    assert set(outcomes) == {"keep"}
+    alone = run(worker, replace(keep, job_id="alone"))["alone"]
+    kept = outcomes["keep"]
+    assert isinstance(kept, GenerationResult)
+    assert difference(kept.images[0], alone.images[0]) <= 2
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_img2img_makes_the_asked_size_from_the_picture(worker: Worker, model: str) -> None:
     picture = Image.effect_noise((160, 96), 60).convert("RGB")
     job = request("i2i", model, mode=Mode.IMG2IMG, init_image=png(picture), strength=0.6,
@@ -205,3 +227,17 @@ def test_auto_dtype_by_family() -> None:
     assert resolve_dtype("auto", "mps", FAMILIES["flux-dev"]) == torch.bfloat16
     assert resolve_dtype("auto", "mps", FAMILIES["sdxl"]) == torch.float16
     assert resolve_dtype("float16", "mps", FAMILIES["flux-dev"]) == torch.float16
+
+
+def test_sd_offload_does_nothing_without_a_gpu(family_files: FamilyFiles,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Offloading moves parts between RAM and a GPU; on the CPU everything is in RAM already:
+    the model loads as usual and the log says the setting does nothing here."""
+    offloading = Worker(WorkerConfig(models=(describe("flux", "tiny-flux"),),
+                                     cache_dir=str(family_files.cache), device="cpu",
+                                     offload="model"))
+    with caplog.at_level(logging.INFO, logger="bot.engine.worker"):
+        image = run(offloading, request("job", "flux", seeds=(9,)))["job"].images[0]
+    assert "SD_OFFLOAD=model does nothing on cpu" in caplog.text
+    assert offloading.loaded_models() == ["flux@cpu"]
+    assert (image.width, image.height) == (128, 128)
