@@ -58,18 +58,24 @@ class RemixModal(discord.ui.Modal):
         await answer_error(interaction, OUR_FAULT)
 
 
+async def rewritten(bot: AtelierBot, job: JobRecord, text: str, negative: str) -> JobRecord:
+    """`job` with the prompt and parameters written in `text` (a form's, in Discord or the
+    gallery); raises `PromptError` naming what is wrong with them."""
+    await bot.catalogue.refresh_loras()
+    params = resolve_remix(text, negative, job, bot.catalogue, count=job.count,
+                           strength=job.strength)
+    return remixed(job, params)
+
+
 async def remix_params(bot: AtelierBot, interaction: Interaction, job: JobRecord, text: str,
                        negative: str) -> JobRecord | None:
     """`job` with the prompt and parameters written in the form, or None after telling the user
     what is wrong with them."""
-    await bot.catalogue.refresh_loras()
     try:
-        params = resolve_remix(text, negative, job, bot.catalogue, count=job.count,
-                               strength=job.strength)
+        return await rewritten(bot, job, text, negative)
     except PromptError as error:
         await answer_error(interaction, f"❌ {error}")
         return None
-    return remixed(job, params)
 
 
 async def start_or_remix(bot: AtelierBot, interaction: Interaction, job: JobRecord,

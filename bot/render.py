@@ -143,7 +143,8 @@ def draft_text(job: JobRecord) -> str | None:
 
 def edit_text(edit: str | None) -> str | None:
     """What an edit did, in the words of its button: `zoom 2` → `Zoom Out 2x`, `pan left` →
-    `⬅️ Pan`, `region 1,5` → `Vary (Region) of cells 1, 5`; None for no edit."""
+    `⬅️ Pan`, `region 1,5` → `Vary (Region) of cells 1, 5`, `region painted` (the gallery's
+    `Edit`) → `Vary (Region) of a painted area`; None for no edit."""
     if not edit:
         return None
     name, _, detail = edit.partition(" ")
@@ -153,6 +154,8 @@ def edit_text(edit: str | None) -> str | None:
         return f"{_PAN_ARROWS.get(detail, detail)} Pan"
     if name == "square":
         return "Make Square"
+    if name == "region" and detail == "painted":
+        return "Vary (Region) of a painted area"
     if name == "region":
         return f"Vary (Region) of cells {', '.join(detail.split(','))}"
     if name == "mask":

@@ -23,9 +23,9 @@ from aiohttp_session import get_session
 from PIL import Image
 
 from bot.engine.samplers import SAMPLERS
-from bot.render import lineage_text
+from bot.render import edit_text, lineage_text
 from cogs.history import age_text, shorten
-from storage import JOB_KINDS, ImageRecord, JobRecord, Scope
+from storage import JOB_KINDS, ImageRecord, JobKind, JobRecord, JobStatus, Scope
 from web.signin import OAuthError, Revoked, SignedOut, Unavailable, Viewer, csrf_ok
 from web.visibility import viewer_scope
 
@@ -370,8 +370,11 @@ class Pages:
         guild = self.bot.get_guild(job.guild_id) if job.guild_id is not None else None
         channel = guild.get_channel_or_thread(job.channel_id) if guild is not None else None
         sampler = SAMPLERS.get(job.sampler)
+        waiting = job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
         return self.gallery.render(
-            "job.html", viewer=viewer, job=job, guild=guild,
+            "job.html", viewer=viewer, job=job, guild=guild, waiting=waiting,
+            position=self.bot.executor.position(job.id) if waiting else None,
+            edit=edit_text(job.edit) if job.kind != JobKind.REROLL else None,
             where=f"/g/{job.guild_id or 'dm'}", pictures=pictures, parent=parent,
             lineage=lineage_text(job), children=children, names=names,
             channel=channel.name if channel is not None else None,

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp_session import setup as setup_sessions
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
+from bot import limits
 from bot.thumbnails import Thumbnails
 from web.signin import DiscordOAuth, SignIn
 from web.visibility import Members
@@ -47,6 +48,7 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
+FORM_ROOM = 64 * 1024  # bytes of a form beside its one file
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -157,10 +159,15 @@ class Gallery:
                  "; sign-in is off until DISCORD_CLIENT_SECRET is set")
 
     def application(self, key: bytes) -> web.Application:
-        from web.pages import Pages  # the pages need the finished Gallery; imported late
+        # The pages need the finished Gallery; imported late.
+        from web.editing import Edits
+        from web.pages import Pages
 
         pages = Pages(self)
-        app = web.Application(middlewares=[self._headers])
+        # Room for the largest mask `Edit` sends (a PNG at most as large as an upload) and its
+        # form; aiohttp refuses larger bodies with 413 before reading them.
+        app = web.Application(middlewares=[self._headers],
+                              client_max_size=limits.UPLOAD_MAX_BYTES + FORM_ROOM)
         setup_sessions(app, EncryptedCookieStorage(
             key, cookie_name=COOKIE_NAME, max_age=SESSION_MAX_AGE, httponly=True,
             samesite="Lax", secure=self.settings.public_url.startswith("https:"),
@@ -168,6 +175,7 @@ class Gallery:
         # Inside the session's middleware, so a session ended on the way is saved as ended.
         app.middlewares.append(pages.errors)
         pages.add_routes(app.router)
+        Edits(pages).add_routes(app.router)
         app.router.add_get("/static/{name}", self._static)
         return app
 

@@ -220,6 +220,14 @@ def region(origin: Origin, parent: JobRecord, image: ImageRecord,
     return _edited(origin, parent, image, JobKind.REGION, sheet, f"region {numbers}")
 
 
+def painted_region(origin: Origin, parent: JobRecord, image: ImageRecord) -> JobRecord:
+    """The gallery's `Edit` (the web's Vary (Region), SPEC §8): an area of any shape painted
+    over the picture is redrawn, the rest kept. Its mask (white where painted) is stored as the
+    job is accepted (`JobRunner.accept_in_channel`)."""
+    sheet = canvas.whole(image.width, image.height)
+    return _edited(origin, parent, image, JobKind.REGION, sheet, "region painted")
+
+
 def _check_size(what: str, width: int, height: int) -> None:
     """Refuse an edit whose result would be too large or too long (SPEC §3.1), naming it."""
     try:

@@ -3,6 +3,7 @@ where it would post, and each user's limits (jobs queued, jobs a minute)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -13,6 +14,9 @@ from storage import JobRecord, Repository
 
 if TYPE_CHECKING:
     from bot.config import Settings
+
+
+GRANT = "A server admin can grant them (Edit Channel → Permissions)."
 
 
 class JobRefused(Exception):
@@ -30,14 +34,19 @@ class JobPolicy:
 
     def channel_refusal(self, interaction: discord.Interaction[Any]) -> str | None:
         """Why Atelier does not answer in this channel (`ALLOWED_CHANNELS`), or None."""
+        if interaction.guild_id is None:
+            return None
+        return self._not_allowed(interaction.channel_id,
+                                 getattr(interaction.channel, "parent_id", None),
+                                 lambda channel_id: f"<#{channel_id}>")
+
+    def _not_allowed(self, channel_id: int | None, parent_id: int | None,
+                     name: Callable[[int], str | None]) -> str | None:
         allowed = self.settings.allowed_channels
-        if not allowed or interaction.guild_id is None:
+        if not allowed or {channel_id, parent_id} & set(allowed):
             return None
-        channel = interaction.channel
-        if {interaction.channel_id, getattr(channel, "parent_id", None)} & set(allowed):
-            return None
-        where = ", ".join(f"<#{channel_id}>" for channel_id in allowed)
-        return f"Atelier works in {where} on this server."
+        names = [named for channel_id in allowed if (named := name(channel_id)) is not None]
+        return f"Atelier works in {', '.join(names) or 'other channels'} on this server."
 
     @staticmethod
     def permission_refusal(interaction: discord.Interaction[Any]) -> str | None:
@@ -47,15 +56,33 @@ class JobPolicy:
         and is then posted in the channel: nothing is queued that could not be delivered."""
         if interaction.guild_id is None:
             return None
-        missing = discord.Permissions(NEEDED.value & ~interaction.app_permissions.value)
-        if not missing.value:
+        missing = _missing(interaction.app_permissions)
+        if missing is None:
             return None
-        return (f"Atelier cannot post pictures here: it lacks {', '.join(labels(missing))} in "
-                "this channel. A server admin can grant them (Edit Channel → Permissions).")
+        return (f"Atelier cannot post pictures here: it lacks {missing} in this channel. "
+                f"{GRANT}")
 
     def refusal_here(self, interaction: discord.Interaction[Any]) -> str | None:
         """Why no picture may be posted from `interaction` here, or None."""
         return self.channel_refusal(interaction) or self.permission_refusal(interaction)
+
+    def refusal_in(self, channel: discord.abc.GuildChannel | discord.Thread) -> str | None:
+        """Why a job asked for outside Discord (the gallery's `Edit`), which is posted in
+        `channel` as a message of its own, may not run there, or None: the same rules as
+        `refusal_here`, from the bot's cache instead of an interaction."""
+        guild = channel.guild
+
+        def name(channel_id: int) -> str | None:
+            found = guild.get_channel_or_thread(channel_id)
+            return f"#{found.name}" if found is not None else None  # deleted, or elsewhere
+
+        refusal = self._not_allowed(channel.id, getattr(channel, "parent_id", None), name)
+        if refusal is not None:
+            return refusal
+        missing = _missing(channel.permissions_for(guild.me))
+        if missing is None:
+            return None
+        return f"Atelier cannot post pictures in #{channel.name}: it lacks {missing} there. {GRANT}"
 
     async def check(self, job: JobRecord) -> None:
         """Refuse `job` now if `admit` would, for a command that acknowledges before it has
@@ -88,6 +115,12 @@ class JobPolicy:
         blocked = blocked_word(f"{job.prompt} {job.negative}", self.settings.blocked_words)
         if blocked is not None:
             raise JobRefused(f"The prompt contains a word this server does not allow (`{blocked}`)")
+
+
+def _missing(permissions: discord.Permissions) -> str | None:
+    """The needed permissions not among `permissions`, named as Discord's settings do."""
+    missing = discord.Permissions(NEEDED.value & ~permissions.value)
+    return ", ".join(labels(missing)) if missing.value else None
 
 
 def _queue_full(active: int, limit: int) -> QueueFull:

@@ -1,6 +1,7 @@
-"""Running jobs: accepting one from an interaction (checked, saved, acknowledged), queueing it
-with the executor, storing what it made, cancelling it, and after a restart taking up the jobs
-a previous process left unfinished (same seeds) or undelivered."""
+"""Running jobs: accepting one from an interaction (checked, saved, acknowledged) or from the
+gallery (checked, saved, then shown in its channel), queueing it with the executor, storing
+what it made, cancelling it, and after a restart taking up the jobs a previous process left
+unfinished (same seeds) or undelivered."""
 
 from __future__ import annotations
 
@@ -64,11 +65,7 @@ class JobRunner:
             await answer_error(interaction, refusal)
             return
         try:
-            if mask is None:
-                job = await self.bot.policy.admit(job)
-            else:
-                async with self.bot.housekeeping.upload(mask) as sha256:
-                    job = await self.bot.policy.admit(replace(job, mask_image=sha256))
+            job = await self._admit(job, mask)
         except JobRefused as error:
             await answer_error(interaction, f"❌ {error}")
             return
@@ -82,6 +79,30 @@ class JobRunner:
         else:
             job = replace(job, interaction_token=None)
         self.start(job)
+
+    async def accept_in_channel(self, job: JobRecord,
+                                channel: discord.abc.GuildChannel | discord.Thread | None, *,
+                                mask: bytes | None = None) -> JobRecord:
+        """Save and run a job asked for outside Discord (the gallery's `Edit`), with no
+        interaction to answer: its placeholder and result are messages of their own in its
+        channel (`channel`, None for a direct message), the result mentioning its author. A
+        `mask` (a PNG) is stored with it. Returns the saved job; raises `JobRefused` where the
+        policy refuses it (nothing is saved then, nor its mask)."""
+        if channel is not None:
+            refusal = self.bot.policy.refusal_in(channel)
+            if refusal is not None:
+                raise JobRefused(refusal)
+        job = await self._admit(replace(job, created_at=time.time(), interaction_token=None,
+                                        message_id=None), mask)
+        self.start(job)
+        return job
+
+    async def _admit(self, job: JobRecord, mask: bytes | None) -> JobRecord:
+        """Save `job` under the policy (`JobPolicy.admit`), with its mask stored first."""
+        if mask is None:
+            return await self.bot.policy.admit(job)
+        async with self.bot.housekeeping.upload(mask) as sha256:
+            return await self.bot.policy.admit(replace(job, mask_image=sha256))
 
     def start(self, job: JobRecord) -> None:
         """Run `job` in the background and deliver its result."""

@@ -7,7 +7,15 @@ import pytest
 
 from bot.engine.models import FAMILIES, ModelSpec
 from bot.jobs import JobRefused, Origin
-from bot.jobs.making import panned, region, remixed, rerolled, squared, zoomed
+from bot.jobs.making import (
+    painted_region,
+    panned,
+    region,
+    remixed,
+    rerolled,
+    squared,
+    zoomed,
+)
 from bot.options import JobParameters
 from bot.prompt import Aspect
 from storage import ImageRecord, JobKind, JobRecord
@@ -68,6 +76,19 @@ def test_a_region_names_its_cells_and_is_the_whole_picture() -> None:
     assert (job.kind, job.edit, job.box, job.width, job.height) == (
         JobKind.REGION, "region 1,5,9", "0,0,768,512", 768, 512)
     assert job.mask_image is None  # stored as the job is accepted
+
+
+def test_a_painted_region_is_the_whole_picture_redrawn_where_painted() -> None:
+    parent, image = picture(768, 512)
+    web = Origin(guild_id=1, channel_id=2, user_id=31, nsfw_allowed=False, application_id=4,
+                 interaction_token=None, attachment_limit=None)
+    job = painted_region(web, parent, image)
+    assert (job.kind, job.edit, job.box, job.width, job.height, job.mode, job.count) == (
+        JobKind.REGION, "region painted", "0,0,768,512", 768, 512, "inpaint", 4)
+    assert (job.user_id, job.interaction_token, job.parent_job, job.parent_index) == (
+        31, None, parent.id, 2)
+    again = rerolled(ORIGIN, job)  # 🔄 repeats the same painted edit
+    assert (again.edit, again.box, again.mask_image) == (job.edit, job.box, job.mask_image)
 
 
 def test_reroll_and_remix_keep_an_edits_canvas() -> None:

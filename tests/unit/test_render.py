@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot import render
 from storage import JobRecord
 
@@ -75,3 +77,12 @@ def test_a_waiting_job_says_when_the_engine_is_starting_again() -> None:
 def test_a_reason_is_one_short_line() -> None:
     assert render.shorten("no  such\nfile", 100) == "no such file"
     assert render.shorten("abcdef", 4) == "abc…"
+
+
+def test_edits_are_named_as_their_buttons() -> None:
+    assert render.edit_text("region 1,5") == "Vary (Region) of cells 1, 5"
+    assert render.edit_text("region painted") == "Vary (Region) of a painted area"
+    painted = replace(job(), kind="region", edit="region painted", parent_job="abc12345",
+                      parent_index=2)
+    assert render.lineage_text(painted) == (
+        "Vary (Region) of a painted area of job `abc12345`, image 2")
