@@ -1,18 +1,24 @@
 """GPU throughput: the naive way (one pipeline call per request) against Atelier's executor.
 
-    python bench/gpu.py                 # SD 1.5, 512², 30 steps, 16 requests from 4 users
-    python bench/gpu.py --model sdxl    # SDXL at 1024²
-    python bench/gpu.py --compile       # with SD_COMPILE's torch.compile (warm-up not timed)
-    python bench/gpu.py --smoke         # tiny model on the CPU: checks the script still works
+    python bench/gpu.py                         # SD 1.5, 512², 30 steps, 16 requests, 4 users
+    python bench/gpu.py --model sdxl            # SDXL at 1024²
+    python bench/gpu.py --model flux-schnell    # FLUX.1 [schnell], 1024², 4 steps, bfloat16
+    python bench/gpu.py --model sd35            # SD 3.5 Large, 1024², 28 steps (also flux-dev,
+                                                # sd35-medium)
+    python bench/gpu.py --model flux-dev --offload model   # as SD_OFFLOAD=model runs it
+    python bench/gpu.py --compile               # with SD_COMPILE's torch.compile (UNet models)
+    python bench/gpu.py --smoke                 # a tiny model on the CPU: checks the script runs
 
-Full-size models are built from their published configurations with random weights (no
-download; the arithmetic, and so the speed, is that of the real models). Every way is warmed up
-on the very shapes it is then timed on (cuDNN's autotuning, the allocator, compiled graphs), so
-only the steady state is timed. Prints images/s of the naive way, of the executor, and of the
-executor with MAX_BATCH=1 (what batching adds, apart from the other optimisations); single-request
-latency; how long the engine's thread is busy outside pipeline calls per image (the GPU's idle
-time), with pictures finished on it and on finishing threads; the FLOPs of one image, derived
-from the model's configuration at the run's size; and the share of the device's dense fp16 peak.
+Full-size models are built from their published configurations with random weights (no download;
+the arithmetic, and so the speed, is that of the real models), in float16 (FLUX.1 and SD 3.5 in
+bfloat16, as they run); each runs at its family's default steps and guidance unless told otherwise;
+`--smoke --model flux-schnell` (or `sd35`) runs `tiny-flux` (`tiny-sd3`). Every way is warmed up on
+the very shapes it is then timed on (cuDNN's autotuning, the allocator, compiled graphs), so only
+the steady state is timed. Prints images/s of the naive way, of the executor, and of the executor
+with MAX_BATCH=1 (what batching adds, apart from the other optimisations); single-request latency;
+how long the engine's thread is busy outside pipeline calls per image (the GPU's idle time), with
+pictures finished on it and on finishing threads; the FLOPs of one image, derived from the model's
+configuration at the run's size; and the share of the device's dense fp16 peak.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.models import dense_fp16_peak, flops_per_image  # noqa: E402
 from bot.engine.executor import LocalExecutor  # noqa: E402
-from bot.engine.models import FAMILIES, ModelSpec  # noqa: E402
+from bot.engine.models import FAMILIES, ModelSpec, describe  # noqa: E402
 from bot.engine.types import GenerationRequest, GenerationResult  # noqa: E402
 from bot.engine.worker import EngineTimes, Worker, WorkerConfig  # noqa: E402
 
@@ -38,13 +44,19 @@ PROMPTS = ("a lighthouse at dusk", "a red fox in the snow", "a bowl of ramen, st
            "an astronaut riding a horse")
 
 
+MODELS = ("sd15", "sdxl", "flux-schnell", "flux-dev", "sd35", "sd35-medium")
+# The tiny model `--smoke` runs in place of each
+SMOKE_SOURCES = {"sd15": "tiny", "sdxl": "tiny", "flux-schnell": "tiny-flux",
+                 "flux-dev": "tiny-flux", "sd35": "tiny-sd3", "sd35-medium": "tiny-sd3"}
+
+
 def requests(count: int, users: int, side: int, steps: int, model: str, sampler: str,
-             tag: str = "job") -> list[GenerationRequest]:
+             guidance: float = 7.0, tag: str = "job") -> list[GenerationRequest]:
     return [
         GenerationRequest(
             job_id=f"{tag}{i:02d}", user_key=f"user{i % users}", model=model,
             prompt=PROMPTS[i % len(PROMPTS)], negative="", width=side, height=side, steps=steps,
-            guidance=7.0, sampler=sampler, seeds=(1000 + i,),
+            guidance=guidance, sampler=sampler, seeds=(1000 + i,),
         )
         for i in range(count)
     ]
@@ -54,20 +66,30 @@ def build(args: argparse.Namespace) -> tuple[Any, ModelSpec, str]:
     import torch
 
     if args.smoke:
-        from diffusers import StableDiffusionPipeline
+        from diffusers import AutoPipelineForText2Image
 
-        from bot.engine.tiny import build_tiny
+        from bot.engine.tiny import build as build_tiny
 
-        folder = build_tiny(Path(args.cache) / "tiny")
-        pipe = StableDiffusionPipeline.from_pretrained(folder)
-        return pipe, ModelSpec("tiny", "tiny", FAMILIES["tiny"]), "cpu"
-    from bench.models import sd15_pipeline, sdxl_pipeline
+        source = SMOKE_SOURCES[args.model]
+        folder = build_tiny(source, Path(args.cache))
+        pipe = AutoPipelineForText2Image.from_pretrained(folder)
+        return pipe, describe(source, source), "cpu"
+    from bench.models import flux_pipeline, sd15_pipeline, sd35_pipeline, sdxl_pipeline
 
     if not torch.cuda.is_available():
         sys.exit("no CUDA GPU here: use --smoke to check the script on the CPU")
     if args.model == "sdxl":
         return (sdxl_pipeline("cuda", torch.float16),
                 ModelSpec("sdxl", "random", FAMILIES["sdxl"], sdxl=True), "cuda")
+    if args.model.startswith("flux"):
+        family = FAMILIES[args.model]
+        return (flux_pipeline("cuda", torch.bfloat16, dev=family.name == "flux-dev"),
+                ModelSpec(args.model, "random", family), "cuda")
+    if args.model.startswith("sd35"):
+        medium = args.model == "sd35-medium"
+        family = FAMILIES["sd35-medium" if medium else "sd35-large"]
+        return (sd35_pipeline("cuda", torch.bfloat16, medium=medium),
+                ModelSpec(args.model, "random", family), "cuda")
     spec = ModelSpec("sd15", "random", FAMILIES["sd1"])
     return sd15_pipeline("cuda", torch.float16), spec, "cuda"
 
@@ -79,12 +101,15 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def naive(pipe: Any, batch: list[GenerationRequest], device: str) -> tuple[float, Any]:
+def naive(pipe: Any, batch: list[GenerationRequest], device: str,
+          spec: ModelSpec) -> tuple[float, Any]:
     """One plain pipeline call per request, batch 1, one after another; returns the seconds
     and the first picture (the reference the optimised executor must reproduce)."""
     import torch
 
     pipe.set_progress_bar_config(disable=True)
+    # T5 families: the sequence length the engine encodes this prompt at
+    extra = {"max_sequence_length": spec.family.sequence} if spec.family.sentences else {}
     first = None
     synchronize(device)
     started = time.perf_counter()
@@ -92,7 +117,7 @@ def naive(pipe: Any, batch: list[GenerationRequest], device: str) -> tuple[float
         generator = torch.Generator("cpu").manual_seed(request.seeds[0])
         picture = pipe(request.prompt, width=request.width, height=request.height,
                        num_inference_steps=request.steps, guidance_scale=request.guidance,
-                       generator=generator).images[0]
+                       generator=generator, **extra).images[0]
         first = first or picture
     synchronize(device)
     return time.perf_counter() - started, first
@@ -173,12 +198,15 @@ def outside_text(times: EngineTimes) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
+    parser.add_argument("--model", choices=MODELS, default="sd15")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--users", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, help="default: the family's (SD 30, schnell 4…)")
+    parser.add_argument("--guidance", type=float, help="default: 7 for SD, else the family's")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--sampler", default="euler")
+    parser.add_argument("--offload", choices=("none", "model", "sequential"), default="none",
+                        help="the executor's models as SD_OFFLOAD runs them")
     parser.add_argument("--compile", action="store_true", help="torch.compile, like SD_COMPILE=1")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense fp16 peak, where "
                         "the table in bench/models.py does not know it")
@@ -194,19 +222,25 @@ def main() -> None:
     diffusers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
     pipe, spec, device = build(args)
-    side = spec.family.native_side
-    batch = requests(args.requests, args.users, side, args.steps, spec.name, args.sampler)
+    family = spec.family
+    side = family.native_side
+    steps = args.steps or (30 if family.name in ("sd1", "sdxl") else family.steps)
+    guidance = args.guidance if args.guidance is not None else (
+        7.0 if family.name in ("sd1", "sdxl", "tiny") else family.guidance)
+    batch = requests(args.requests, args.users, side, steps, spec.name, args.sampler, guidance)
     lone = replace(batch[0], job_id="lone")
-    flops = flops_per_image(pipe, side, side, args.steps, guided=batch[0].guidance > 1)
+    # (FLUX.1 reads its guidance, in one pass: `flops_per_image` knows)
+    flops = flops_per_image(pipe, side, side, steps, guided=guidance > 1,
+                            tokens=family.sequence or 77)
 
-    naive(pipe, batch[:1], device)  # warm-up on the shape it is timed on: batch 1
-    naive_seconds, reference = naive(pipe, batch, device)
+    naive(pipe, batch[:1], device, spec)  # warm-up on the shape it is timed on: batch 1
+    naive_seconds, reference = naive(pipe, batch, device, spec)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     worker = Worker(WorkerConfig(models=(), device=device, dtype="float16" if device == "cuda"
                                  else "float32", max_batch=args.max_batch, compile=args.compile,
-                                 cache_dir=args.cache))
+                                 cache_dir=args.cache, offload=args.offload))
 
     async def rounds() -> tuple[Round, Round, Round, list[float]]:
         batched = await through_executor(worker, spec, pipe, args.max_batch, batch, device)
@@ -223,9 +257,11 @@ def main() -> None:
     naive_rate = images / naive_seconds
     rate, single_rate = images / batched.seconds, images / single.seconds
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    print(f"device: {name}; model: {spec.name} (random weights), {side}×{side}, "
-          f"{args.steps} steps, {images} single-image requests from {args.users} users, "
-          f"MAX_BATCH={args.max_batch}{', compiled' if args.compile else ''}")
+    offload = f", SD_OFFLOAD={args.offload}" if args.offload != "none" else ""
+    print(f"device: {name}; model: {spec.name} ({family.label}, random weights, "
+          f"{str(pipe.dtype).removeprefix('torch.')}), {side}×{side}, {steps} steps, CFG "
+          f"{guidance:g}, {images} single-image requests from {args.users} users, "
+          f"MAX_BATCH={args.max_batch}{', compiled' if args.compile else ''}{offload}")
     print(f"naive (one call per request):  {naive_rate:7.2f} images/s  ({naive_seconds:.2f} s)")
     print(f"atelier executor (batched):    {rate:7.2f} images/s  ({batched.seconds:.2f} s)")
     print(f"executor with MAX_BATCH=1:     {single_rate:7.2f} images/s  "

@@ -1,5 +1,5 @@
 """What users may pick: the models (`SD_MODEL` first, then `SD_MODELS`, each with its family
-defaults) and the LoRAs in `LORA_DIR`."""
+defaults, and the one `--draft` runs on), and the LoRAs in `LORA_DIR`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.config import ConfigError, Settings
 from bot.engine.adapters import ARCHITECTURE_LABELS, AdapterConfig, architecture
+from bot.engine.families import Architecture
 from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import SINGLE_FILE_SUFFIXES, Family, ModelSpec, describe, model_name
 from bot.prompt import PromptError
@@ -19,7 +20,7 @@ ACCEPTED_MAX = 1500  # characters of names listed in an error (Discord messages 
 
 class Catalogue:
     def __init__(self, specs: list[ModelSpec], lora_dir: Path | None = None,
-                 adapters: AdapterConfig | None = None) -> None:
+                 adapters: AdapterConfig | None = None, draft: str | None = None) -> None:
         if not specs:
             raise ValueError("a catalogue needs at least one model")
         self._specs = {spec.name: spec for spec in specs}
@@ -27,6 +28,8 @@ class Catalogue:
         self.lora_dir = lora_dir
         self.loras = LoraFolder(lora_dir)
         self.adapters = adapters or AdapterConfig()
+        # SD_DRAFT_MODEL: what `--draft` runs on (None: each job's own model, in fewer steps)
+        self.draft = self._specs[draft] if draft is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalogue:
@@ -42,10 +45,13 @@ class Catalogue:
                 raise ConfigError(f"{variable}: cannot use {source!r}: {error}") from None
         specs = _with_inpainting(specs, settings.sd_inpaint_models)
         specs = _with_vaes(specs, settings.sd_vae)
+        specs = _with_dtypes(specs, settings.sd_dtypes)
+        specs = _without_t5(specs, settings.sd_no_t5)
         if settings.lora_dir is not None and not settings.lora_dir.is_dir():
             raise ConfigError(f"LORA_DIR must be a folder of LoRA .safetensors files, got "
                               f"{str(settings.lora_dir)!r}")
-        return cls(specs, settings.lora_dir, _adapters(settings, architecture(specs[0])))
+        return cls(specs, settings.lora_dir, _adapters(settings, architecture(specs[0])),
+                   _named(specs, "SD_DRAFT_MODEL", settings.sd_draft_model))
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
@@ -76,6 +82,7 @@ class Catalogue:
     def check_control(self, spec: ModelSpec, control: str) -> None:
         """Refuse a control that no ControlNet serves for `spec`, naming those that are."""
         arch = architecture(spec)
+        _check_unet(spec, "ControlNet")
         if self.adapters.controlnet(arch, control) is not None:
             return
         served = self.adapters.controls(arch)
@@ -88,6 +95,7 @@ class Catalogue:
 
     def check_reference(self, spec: ModelSpec, what: str = "A `reference`") -> None:
         arch = architecture(spec)
+        _check_unet(spec, what)
         if self.adapters.ip_adapter(arch) is None:
             raise PromptError(f"{what} needs an IP-Adapter, and none is set up for "
                               f"{ARCHITECTURE_LABELS[arch]} models like `{spec.name}` "
@@ -125,6 +133,14 @@ class Catalogue:
         return found
 
 
+def _check_unet(spec: ModelSpec, what: str) -> None:
+    """Refuse ControlNets and IP-Adapters on the transformer families (FLUX.1, SD 3.x): their
+    adapters take pipelines of their own, which the engine does not run."""
+    if spec.family.arch is not Architecture.SD:
+        raise PromptError(f"{what} works with SD 1.x, 2.x and SDXL models, not with "
+                          f"{spec.family.label} models like `{spec.name}`")
+
+
 def _adapters(settings: Settings, default_arch: str) -> AdapterConfig:
     """The adapters of the settings, a ControlNet without a family prefix being for SD_MODEL's
     architecture."""
@@ -156,6 +172,40 @@ def _with_vaes(specs: list[ModelSpec], vaes: tuple[tuple[str, str], ...]) -> lis
     chosen.update(sources)
     return [replace(spec, vae=chosen[spec.name]) if spec.name in chosen else spec
             for spec in specs]
+
+
+def _named(specs: list[ModelSpec], variable: str, name: str | None) -> str | None:
+    """The model `variable` names (`default`: SD_MODEL's), refused when there is none."""
+    if name is None:
+        return None
+    names = [spec.name for spec in specs]
+    target = names[0] if name == "default" else name
+    if target not in names:
+        raise ConfigError(f"{variable} names the model {name!r}, which is not one of "
+                          f"{', '.join(names)} (or default)")
+    return target
+
+
+def _with_dtypes(specs: list[ModelSpec], dtypes: tuple[tuple[str, str], ...]) -> list[ModelSpec]:
+    """`specs` with the dtypes SD_DTYPE gives each by name (`default`: SD_MODEL's)."""
+    chosen = {_named(specs, "SD_DTYPE", name): dtype for name, dtype in dtypes}
+    return [replace(spec, dtype=chosen[spec.name]) if spec.name in chosen else spec
+            for spec in specs]
+
+
+def _without_t5(specs: list[ModelSpec], names: tuple[str, ...]) -> list[ModelSpec]:
+    """`specs`, the SD 3 / 3.5 models SD_NO_T5 names (`default`: SD_MODEL's) without T5."""
+    chosen = {_named(specs, "SD_NO_T5", name) for name in names}
+    changed = []
+    for spec in specs:
+        if spec.name in chosen:
+            try:
+                spec = replace(spec, family=spec.family.without_t5())
+            except ValueError as error:
+                raise ConfigError(f"SD_NO_T5 names the model {spec.name!r}: {error} (only SD 3 "
+                                  "and 3.5 models run without it)") from None
+        changed.append(spec)
+    return changed
 
 
 def _listing(names: list[str]) -> str:

@@ -172,6 +172,7 @@ class AtelierBot(commands.Bot):
             compile=settings.sd_compile,
             lora_dir=str(settings.lora_dir) if settings.lora_dir is not None else None,
             adapters=self.catalogue.adapters,
+            offload=settings.sd_offload,
         )
         default = self.catalogue.default
         warm_up = GenerationRequest(

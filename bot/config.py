@@ -16,6 +16,7 @@ T = TypeVar("T")
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
+OFFLOADS = ("none", "model", "sequential")
 EXECUTORS = ("local", "ray")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_PUBLIC_URL = "http://localhost:8765"
@@ -42,6 +43,10 @@ class Settings:
     sd_caption_model: str | None = None
     sd_device: str = "auto"
     sd_dtype: str = "auto"
+    sd_dtypes: tuple[tuple[str, str], ...] = ()  # SD_DTYPE's `model=dtype` entries
+    sd_offload: str = "none"
+    sd_no_t5: tuple[str, ...] = ()  # SD 3.5 models (or `default`) run without their T5 encoder
+    sd_draft_model: str | None = None  # what `--draft` runs; None: the job's model at 8 steps
     data_dir: Path = Path("data")
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
@@ -61,6 +66,7 @@ class Settings:
     vary_subtle_strength: float = 0.35
     vary_strong_strength: float = 0.7
     upscale_strength: float = 0.3
+    enhance_strength: float = 0.5
     web_port: int = 8765  # 0 = no gallery
     web_host: str = "127.0.0.1"
     public_url: str = DEFAULT_PUBLIC_URL
@@ -184,6 +190,37 @@ def _origin(raw: str) -> str:
     return url
 
 
+def _dtypes(raw: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`SD_DTYPE`: one dtype for every model and/or `model=dtype` entries: `float16,xl=float32`."""
+    defaults: list[str] = []
+    entries: dict[str, str] = {}
+    for item in raw.split(","):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep:
+            defaults.append(_choice(DTYPES)(name))
+        elif not name or name.lower() in entries:
+            raise ValueError(raw)
+        else:
+            entries[name.lower()] = _choice(DTYPES)(value)
+    if len(defaults) > 1:
+        raise ValueError(raw)
+    return (defaults[0] if defaults else "auto"), tuple(entries.items())
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    names = tuple(name.strip().lower() for name in raw.split(",") if name.strip())
+    if not names:
+        raise ValueError(raw)
+    return names
+
+
+def _model_name(raw: str) -> str:
+    name = raw.strip().lower()
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(raw)
+    return name
+
+
 def _model_list(raw: str) -> tuple[tuple[str, str], ...]:
     models: list[tuple[str, str]] = []
     for item in raw.split(","):
@@ -252,6 +289,9 @@ def load_settings(
     no_models: tuple[tuple[str, str], ...] = ()
     sd_models = _parse(env, "SD_MODELS", no_models, _model_list,
                        "a comma-separated list of name=source")
+    sd_dtype, sd_dtypes = _parse(env, "SD_DTYPE", ("auto", no_models), _dtypes,
+                                 "one of " + ", ".join(DTYPES) + ", and/or model=dtype entries "
+                                 "(float16,flux=bfloat16)")
 
     return Settings(
         discord_token=token,
@@ -275,7 +315,14 @@ def load_settings(
         sd_caption_model=_text(env, "SD_CAPTION_MODEL", "") or None,
         sd_device=_parse(env, "SD_DEVICE", "auto", _choice(DEVICES),
                          "one of " + ", ".join(DEVICES)),
-        sd_dtype=_parse(env, "SD_DTYPE", "auto", _choice(DTYPES), "one of " + ", ".join(DTYPES)),
+        sd_dtype=sd_dtype,
+        sd_dtypes=sd_dtypes,
+        sd_offload=_parse(env, "SD_OFFLOAD", "none", _choice(OFFLOADS),
+                          "one of " + ", ".join(OFFLOADS)),
+        sd_no_t5=_parse(env, "SD_NO_T5", (), _names,
+                        "comma-separated model names (default = SD_MODEL's)"),
+        sd_draft_model=_parse(env, "SD_DRAFT_MODEL", None, _model_name,
+                              "a model name from SD_MODELS, or default"),
         data_dir=Path(_text(env, "DATA_DIR", "data")).expanduser(),
         discord_api_base=_parse(env, "DISCORD_API_BASE", None, _url("http", "https"),
                                 "an http(s) URL"),
@@ -304,6 +351,8 @@ def load_settings(
         vary_strong_strength=_parse(env, "VARY_STRONG_STRENGTH", 0.7, _strength,
                                     "a number from 0.05 to 1.0"),
         upscale_strength=_parse(env, "UPSCALE_STRENGTH", 0.3, _strength,
+                                "a number from 0.05 to 1.0"),
+        enhance_strength=_parse(env, "ENHANCE_STRENGTH", 0.5, _strength,
                                 "a number from 0.05 to 1.0"),
         web_port=_parse(env, "WEB_PORT", 8765, _port, "a port number from 0 to 65535 (0 = off)"),
         web_host=_text(env, "WEB_HOST", "127.0.0.1"),

@@ -30,7 +30,7 @@ import aiohttp
 import discord
 
 from bot.imaging import shrink_to
-from bot.render import moved_text
+from bot.render import moved_text, restarting_text
 from storage import JobRecord
 
 if TYPE_CHECKING:
@@ -96,9 +96,12 @@ class Delivery:
     attempts = 4
     backoff = 1.0  # seconds before the second attempt, doubling after
 
-    def __init__(self, bot: AtelierBot, job: JobRecord) -> None:
+    def __init__(self, bot: AtelierBot, job: JobRecord, resumed: bool = False) -> None:
         self.bot = bot
         self.job = job
+        # Taken up after a restart: the stopped process may have posted the job's message in
+        # the channel without living to save its id.
+        self.resumed = resumed
         self.limit = job.attachment_limit or DEFAULT_ATTACHMENT_LIMIT
         self._token = job.interaction_token
         # A saved job with a token is shown by the interaction's response; without one, by a
@@ -163,14 +166,16 @@ class Delivery:
             await self._show_retrying(render)
 
     async def _delivered(self, message_id: int | None) -> None:
-        await self.bot.repo.set_delivered(self.job.id, message_id)
-        if self._leftover is not None:
+        # The placeholder goes before the delivery is recorded: a process stopped in between
+        # shows the result again (its post's nonce returns the same message) and deletes it then.
+        if self._leftover is not None and self._leftover != message_id:
             leftover, self._leftover = self._leftover, None
             try:
                 await self._channel().get_partial_message(leftover).delete()
             except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
                 log.info("job %s: could not delete its placeholder %s: %s", self.job.id,
                          leftover, error)
+        await self.bot.repo.set_delivered(self.job.id, message_id)
 
     async def _show_retrying(self, render: Render) -> int | None:
         render = await self._fit(render, self.limit)
@@ -230,6 +235,16 @@ class Delivery:
         """Edit the job's own channel message, or post one: a first placeholder, or the final
         word (a new message, so that its mention notifies the author)."""
         posted = self._posted_id
+        if posted is None and render.notify and self.resumed and self._response_id is not None:
+            # A stopped process may have posted this job's placeholder without living to save
+            # its id. Posting it again with its nonce returns it (or makes one), and the result
+            # below replaces it; had that process posted the result itself, the result's post
+            # below returns that one, and the placeholder goes all the same.
+            log.info("job %s: looking for a placeholder a stopped process posted", self.job.id)
+            await self._retire(self._response_id)
+            claimed = await self._post(Render(restarting_text(self.job)),
+                                       replaces=self._response_id)
+            self._leftover = claimed.id
         if posted is not None and not render.notify:
             try:
                 await self._edit_in_channel(posted, render)
@@ -240,13 +255,14 @@ class Delivery:
                     raise
                 log.info("job %s: its message %s was deleted; posting a new one", self.job.id,
                          posted)
-        if self._response_id is not None:
+        if self._response_id is not None and self._leftover is None:
             # Before the new message exists: should this process stop in between, the next
             # one does this again, and no stale `Cancel` is left behind either way.
             await self._retire(self._response_id)
         message = await self._post(render, replaces=self.message_id)
         if render.notify:
-            self._leftover = posted  # deleted once the result is recorded
+            if posted is not None:
+                self._leftover = posted  # deleted once the result is recorded
         else:
             await self.bot.repo.set_channel_message(self.job.id, message.id)
         self._posted_id, self._response_id = message.id, None

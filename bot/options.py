@@ -1,18 +1,21 @@
-"""From what a user asked for (options, inline parameters, saved defaults) to job parameters."""
+"""From what a user asked for (options, inline parameters, saved defaults) to job parameters:
+the model's family gives the defaults, and refuses what it cannot do (a sampler, a negative
+prompt, `::` weights, a prompt longer than it reads); `--draft` runs the job fast."""
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from bot import limits
 from bot.catalogue import Catalogue
 from bot.engine.adapters import architecture
+from bot.engine.families import Family
 from bot.engine.models import ModelSpec
 from bot.engine.references import DEFAULT_STYLE_WEIGHT
-from bot.engine.samplers import SAMPLERS
+from bot.engine.samplers import SAMPLERS, accepted, sampler_refusal
 from bot.imaging import ImageSizeError, check_pixels, size_for
 from bot.prompt import (
     Aspect,
@@ -23,6 +26,7 @@ from bot.prompt import (
     parse_aspect,
     parse_lora_list,
     parse_prompt,
+    tokens_at_least,
     with_lora_tags,
 )
 from storage import JobRecord, UserSettings
@@ -31,6 +35,7 @@ T = TypeVar("T")
 
 DEFAULT_COUNT = 4
 DEFAULT_STRENGTH = 0.75
+DRAFT_STEPS = 8  # `--draft` without SD_DRAFT_MODEL: the job's model in at most this many steps
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class JobParameters:
     control_weight: float | None = None  # --cw
     image_weight: float | None = None  # --iw, with a reference picture
     style_weight: float | None = None  # --sw of a style reference (--sref)
+    draft: str | None = None  # a `--draft` job: the model it stands in for (Enhance's)
 
     def job_fields(self) -> dict[str, Any]:
         """The columns of a job these parameters decide."""
@@ -82,7 +88,7 @@ class JobParameters:
             "steps": self.steps, "guidance": self.guidance, "seed": self.seed,
             "count": self.count, "strength": self.strength, "control": self.control,
             "control_weight": self.control_weight, "image_weight": self.image_weight,
-            "style_weight": self.style_weight,
+            "style_weight": self.style_weight, "draft": self.draft,
         }
 
 
@@ -117,10 +123,34 @@ def image_aspect(width: int, height: int) -> Aspect:
     return aspect
 
 
-def check_sampler(name: str) -> str:
-    if name not in SAMPLERS:
+def check_sampler(name: str, family: Family | None = None) -> str:
+    """`name`, if models of `family` (any SD model without one) take that sampler."""
+    if family is not None:
+        refusal = sampler_refusal(name, family)
+        if refusal is not None:
+            raise PromptError(refusal)
+    elif name not in SAMPLERS:
         raise PromptError(f"Unknown sampler `{name}`. Accepted: {', '.join(SAMPLERS)}")
     return name
+
+
+def check_family(family: Family, parsed: ParsedPrompt, negative_given: str) -> None:
+    """Refuse what the family cannot do with this prompt: `::` weights, a negative prompt,
+    a prompt (or negative prompt) longer than its encoder reads. Lengths are counted at least
+    (as the text encoder would count them, without it): each word is a T5 token, with the end
+    token; CLIP counts as `tokens_at_least`, with its start and end."""
+    if not family.weights and len(parsed.parts) > 1:
+        raise PromptError(family.weights_refusal())
+    if not family.negative and negative_given.strip():
+        raise PromptError(family.negative_refusal())
+    if not family.sentences:
+        return
+    texts = {"The prompt": " ".join(part.text for part in parsed.parts),
+             "The negative prompt": negative_given}
+    for what, text in texts.items():
+        tokens = len(text.split()) + 1 if family.t5 else tokens_at_least(text) + 2
+        if tokens > family.max_tokens:
+            raise PromptError(family.length_refusal(what, tokens, at_least=True))
 
 
 def resolve_loras(options: ImagineOptions, parsed: ParsedPrompt,
@@ -192,6 +222,16 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
     # A saved default the server has since removed is no reason to refuse: the default serves.
     saved_model = defaults.model if defaults.model in catalogue.names() else None
     model = catalogue.get(_first(options.model, parsed.model, saved_model, default=None))
+    full = model
+    draft: str | None = None
+    if parsed.draft:
+        # The draft model (SD_DRAFT_MODEL) runs it, with its own defaults rather than the saved
+        # ones; without one, the model itself in fewer steps. Enhance renders on `model`.
+        draft = model.name
+        if catalogue.draft is not None:
+            model = catalogue.draft
+        defaults = replace(defaults, steps=None, sampler=None,
+                           guidance=defaults.guidance if model.name == draft else None)
     family = model.family
 
     if options.aspect is not None:
@@ -212,8 +252,11 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
 
     count = _check_int("count", _first(options.count, parsed.count, defaults.count,
                                        default=DEFAULT_COUNT), limits.COUNT_MIN, limits.COUNT_MAX)
+    own_steps = family.steps
+    if draft is not None and catalogue.draft is None:
+        own_steps = min(DRAFT_STEPS, family.steps)
     steps = _check_int("steps", _first(options.steps, parsed.steps, defaults.steps,
-                                       default=family.steps), limits.STEPS_MIN, limits.STEPS_MAX)
+                                       default=own_steps), limits.STEPS_MIN, limits.STEPS_MAX)
     guidance = _check_float("guidance", _first(options.guidance, parsed.guidance,
                                                defaults.guidance, default=family.guidance),
                             limits.GUIDANCE_MIN, limits.GUIDANCE_MAX)
@@ -226,7 +269,11 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
             # image i uses seed + i, and every seed shown must be one a user can type again
             raise PromptError(f"`seed` must be at most {limits.SEED_MAX - count + 1} for "
                               f"{count} images: seeds go up to {limits.SEED_MAX}")
-    sampler = check_sampler(_first(parsed.sampler, defaults.sampler, default=family.sampler))
+    # A saved sampler this family does not take is left out, as a removed model is; one asked
+    # for in the prompt is refused, naming those it takes.
+    saved_sampler = defaults.sampler if defaults.sampler in accepted(family) else None
+    sampler = check_sampler(_first(parsed.sampler, saved_sampler, default=family.sampler),
+                            family)
 
     strength_given = _first(options.strength, parsed.strength, default=None)
     if strength_given is not None and not options.has_image:
@@ -236,9 +283,14 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
         strength = _check_float("strength", _first(strength_given, default=default_strength),
                                 limits.STRENGTH_MIN, limits.STRENGTH_MAX)
 
-    negatives = [_first(options.negative, defaults.negative, default=""), parsed.negative or ""]
+    # A saved negative prompt is for the families that take one. A draft's prompt must suit
+    # the model it stands in for too (Enhance renders it there).
+    saved_negative = defaults.negative if family.negative and full.family.negative else None
+    negatives = [_first(options.negative, saved_negative, default=""), parsed.negative or ""]
     negative = ", ".join(text.strip() for text in negatives if text.strip())
     check_chunks("The negative prompt", chunks_at_least(negative), parts=False)
+    for checked in dict.fromkeys((family, full.family)):
+        check_family(checked, parsed, negative)
     text, loras = resolve_loras(options, parsed, catalogue)
     conditions = resolve_conditions(options, parsed, model, catalogue)
     return JobParameters(
@@ -259,6 +311,7 @@ def resolve(options: ImagineOptions, defaults: UserSettings, catalogue: Catalogu
         control_weight=conditions.control_weight,
         image_weight=conditions.image_weight,
         style_weight=conditions.style_weight,
+        draft=draft,
     )
 
 
@@ -283,9 +336,10 @@ def resolve_blend(dimensions: str | None, pictures: int, defaults: UserSettings,
     family = model.family
     aspect = parse_aspect(BLEND_DIMENSIONS[dimensions or "square"], "dimensions")
     width, height = size_for(aspect, family.native_side, family.multiple)
+    saved_sampler = defaults.sampler if defaults.sampler in accepted(family) else None
     return JobParameters(
-        prompt="", negative=defaults.negative or "", model=model,
-        sampler=check_sampler(_first(defaults.sampler, default=family.sampler)),
+        prompt="", negative=(defaults.negative if family.negative else None) or "", model=model,
+        sampler=check_sampler(_first(saved_sampler, default=family.sampler), family),
         aspect=aspect, width=width, height=height,
         steps=_first(defaults.steps, default=family.steps),
         guidance=_first(defaults.guidance, default=family.guidance),
@@ -293,16 +347,17 @@ def resolve_blend(dimensions: str | None, pictures: int, defaults: UserSettings,
 
 
 def remix_text(job: JobRecord) -> str:
-    """A job's prompt and parameters as a user would type them, to edit in the remix modal."""
+    """A job's prompt and parameters as a user would type them, to edit in the remix modal (a
+    draft names the model it stands in for, and `--draft`)."""
     text = (f"{job.prompt} --steps {job.steps} --cfg {job.guidance:g} --sampler {job.sampler}"
-            f" --model {job.model}")
+            f" --model {job.draft or job.model}")
     if job.control_weight is not None:
         text += f" --cw {job.control_weight:g}"
     if job.image_weight is not None:
         text += f" --iw {job.image_weight:g}"
     if job.style_weight is not None:
         text += f" --sref --sw {job.style_weight:g}"
-    return text
+    return text + " --draft" if job.draft is not None else text
 
 
 def resolve_remix(text: str, negative: str, job: JobRecord, catalogue: Catalogue, *,

@@ -61,6 +61,7 @@ class ParsedPrompt:
     image_weight: float | None = None  # --iw
     style_weight: float | None = None  # --sw
     style_reference: bool = False  # --sref
+    draft: bool = False  # `--draft`: a fast run (SD_DRAFT_MODEL), to Enhance later
 
     def to_text(self) -> str:
         """The canonical text of this prompt; parsing it gives back an equal `ParsedPrompt`."""
@@ -75,6 +76,8 @@ class ParsedPrompt:
                 words.append(f"--{flag} {format_number(value)}")
         if self.style_reference:
             words.append("--sref")
+        if self.draft:
+            words.append("--draft")
         return " ".join(words)
 
 
@@ -85,8 +88,8 @@ _INT = re.compile(r"[+]?\d+")
 
 _ALIASES = {"aspect": "ar", "guidance": "cfg"}
 _FLAGS = ("ar", "aspect", "seed", "no", "steps", "cfg", "guidance", "n", "model", "sampler",
-          "strength", "cw", "iw", "sw", "sref")
-_BARE_FLAGS = ("sref",)  # flags that take no value
+          "strength", "cw", "iw", "sw", "sref", "draft")
+_SWITCHES = ("sref", "draft")  # flags without a value
 
 
 def _accepted() -> str:
@@ -141,10 +144,11 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         name = _ALIASES.get(written.lower(), written.lower())
         if written.lower() not in _FLAGS:
             raise PromptError(f"Unknown parameter `--{written}`. Accepted: {_accepted()}")
-        if name in _BARE_FLAGS:
+        if name in _SWITCHES:
             if value:
-                raise PromptError(f"`--{written}` takes no value (the `reference` option is the "
-                                  f"picture), got `{value}`")
+                # --sref marks the `reference` option's picture as a style; it is not a link
+                hint = " (the `reference` option is the picture)" if name == "sref" else ""
+                raise PromptError(f"`--{written}` takes no value{hint}, got `{value[:40]}`")
             if name in values:
                 raise PromptError(f"`--{written}` is given more than once")
             values[name] = True
@@ -180,6 +184,7 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         image_weight=values.get("iw"),  # type: ignore[arg-type]
         style_weight=values.get("sw"),  # type: ignore[arg-type]
         style_reference=bool(values.get("sref")),
+        draft=bool(values.get("draft")),
     )
 
 

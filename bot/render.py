@@ -66,9 +66,12 @@ def with_headline(job: JobRecord, rest: str, user_id: int | None = None) -> str:
 def result_text(job: JobRecord, hidden: Sequence[int] = (), prompt_chunks: int = 1,
                 notes: Sequence[str] = ()) -> str:
     """`**<prompt>** — <@author> · seeds 42–45 · job `k3f9x2ab``, with notes below it when the
-    prompt was long, the safety checker veiled some of the pictures, or a control picture was
-    taken as its map as it is."""
+    job is a draft, the prompt was long, the safety checker veiled some of the pictures, or a
+    control picture was taken as its map as it is."""
     text = f" · {seeds_text(job.seeds)} · job `{job.id}`"
+    if job.draft is not None:
+        where = "this picture" if job.count == 1 else "a picture (U1–U4)"
+        text += f"\n-# {DRAFT_NOTE}: `Enhance` on {where} renders it at full quality"
     for note in notes:
         text += f"\n-# {note}"
     if prompt_chunks > 1:
@@ -173,6 +176,14 @@ def post_limit_text(limit: int) -> str:
 
 
 _PAN_ARROWS = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
+DRAFT_NOTE = "draft"
+
+
+def draft_text(job: JobRecord) -> str | None:
+    """`draft, for `xl`` (the model its pictures' Enhance renders on), or None."""
+    if job.draft is None:
+        return None
+    return f"{DRAFT_NOTE}, for `{job.draft}` (Enhance renders its pictures there)"
 
 
 def edit_text(edit: str | None) -> str | None:

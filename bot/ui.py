@@ -46,6 +46,7 @@ class Action(StrEnum):
     PAN_UP = "pu"
     PAN_DOWN = "pd"
     UPSCALE = "up"
+    ENHANCE = "en"  # a draft's picture at full quality
     FAVOURITE = "fav"
     DELETE = "del"
     REGION_CELLS = "cells"  # the Vary (Region) panel's `Cells to redraw`
@@ -135,6 +136,7 @@ LOOKS: dict[Action, Look] = {
     Action.PAN_UP: Look(None, emoji="⬆️"),
     Action.PAN_DOWN: Look(None, emoji="⬇️"),
     Action.UPSCALE: Look("Upscale (2x)"),
+    Action.ENHANCE: Look("Enhance", style=discord.ButtonStyle.primary),
     Action.FAVOURITE: Look(None, emoji="❤️"),
     Action.DELETE: Look(None, emoji="🗑️"),
     Action.SUGGESTION: Look("", numbered=True),
@@ -184,25 +186,29 @@ def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
     return view
 
 
-def result_view(job_id: str, count: int) -> discord.ui.View:
-    """`U1`–`U4` `🔄` on the first row, `V1`–`V4` on the second (as many as images)."""
+def result_view(job_id: str, count: int, draft: bool = False) -> discord.ui.View:
+    """`U1`–`U4` `🔄` on the first row, `V1`–`V4` on the second (as many as images); a draft's
+    single picture (`count: 1`) also gets `Enhance` (SPEC §3.2)."""
     return _view(
         *(JobButton(Action.SINGLE, job_id, i, row=0) for i in range(1, count + 1)),
         JobButton(Action.REROLL, job_id, row=0),
+        *((JobButton(Action.ENHANCE, job_id, 1, row=0),) if draft and count == 1 else ()),
         *(JobButton(Action.VARIATION, job_id, i, row=1) for i in range(1, count + 1)),
     )
 
 
-def single_image_view(job_id: str, index: int, square: bool = True) -> discord.ui.View:
+def single_image_view(job_id: str, index: int, square: bool = True,
+                      draft: bool = False) -> discord.ui.View:
     """The buttons of one picture (SPEC §3): `Vary (Subtle)` `Vary (Strong)` `Vary (Region)` —
     `Zoom Out 2x` `Zoom Out 1.5x` `Custom Zoom` `Make Square` (only when it is not square) —
-    `⬅️` `➡️` `⬆️` `⬇️` — `Upscale (2x)` `❤️` `🗑️`."""
+    `⬅️` `➡️` `⬆️` `⬇️` — `Upscale (2x)` `❤️` `🗑️`; a draft's picture has `Enhance` before
+    `Upscale (2x)`."""
     rows = [
         (Action.VARY_SUBTLE, Action.VARY_STRONG, Action.VARY_REGION),
         (Action.ZOOM_2, Action.ZOOM_15, Action.ZOOM_CUSTOM,
          *(() if square else (Action.SQUARE,))),
         (Action.PAN_LEFT, Action.PAN_RIGHT, Action.PAN_UP, Action.PAN_DOWN),
-        (Action.UPSCALE, Action.FAVOURITE, Action.DELETE),
+        (*((Action.ENHANCE,) if draft else ()), Action.UPSCALE, Action.FAVOURITE, Action.DELETE),
     ]
     return _view(*(JobButton(action, job_id, index, row=row)
                    for row, actions in enumerate(rows) for action in actions))

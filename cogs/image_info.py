@@ -106,8 +106,8 @@ def info_embed(job: JobRecord, images: Sequence[ImageRecord], children: Sequence
         embed.add_field(name="Seeds" if len(seeds) > 1 else "Seed", value=numbered_seeds(seeds),
                         inline=False)
     embed.add_field(name="Status", value=status_text(job, deleted))
-    edit = render.edit_text(job.edit)
-    embed.add_field(name="Kind", value=f"{job.kind} — {edit}" if edit else job.kind)
+    notes = [note for note in (render.edit_text(job.edit), render.draft_text(job)) if note]
+    embed.add_field(name="Kind", value=" — ".join([job.kind, *notes]))
     embed.add_field(name="Author", value=f"<@{job.user_id}>")
     embed.add_field(name="Created", value=f"<t:{int(job.created_at)}:f>")
     lineage = render.lineage_text(job)

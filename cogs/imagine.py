@@ -226,7 +226,8 @@ class Imagine(commands.Cog):
             await interaction.edit_original_response(
                 content=text,
                 attachments=[picture.file()],
-                view=single_image_view(job.id, number, square=image.width == image.height),
+                view=single_image_view(job.id, number, square=image.width == image.height,
+                                       draft=job.draft is not None),
                 allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
             )
         except Exception:

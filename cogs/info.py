@@ -15,6 +15,7 @@ from bot.access import scope_of
 from bot.engine.executor import EngineState
 from bot.engine.types import EngineError
 from bot.engine.worker import resolve_device, resolve_dtype
+from bot.options import DRAFT_STEPS
 from storage import JobRecord, JobStatus, Scope
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Info(commands.Cog):
         stats = self.bot.executor.stats()
         embed = discord.Embed(title="Atelier")
         embed.add_field(name="Models", value=self.models_text(), inline=False)
+        embed.add_field(name="Drafts", value=self.draft_text(), inline=False)
         embed.add_field(name="Device", value=self.device_text())
         embed.add_field(name="Workers", value=self.workers_text(), inline=False)
         embed.add_field(name="Queue", value=self.queue_text(stats.queued, stats.running))
@@ -77,15 +79,29 @@ class Info(commands.Cog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     def models_text(self) -> str:
+        """Each model with its family and defaults, and what its family does not take:
+        `**flux** — FLUX.1 [schnell] · 1024×1024 · 4 steps · CFG 0 · euler · prompts up to 256
+        T5 tokens · no negative prompt · no `::` weights`."""
         default = self.bot.catalogue.default
         lines = []
         for spec in self.bot.catalogue:
             family = spec.family
             mark = " (default)" if spec is default else ""
             side = family.native_side
+            limits = family.limits_text()
             lines.append(f"**{spec.name}**{mark} — {family.label} · {side}×{side}"
-                         f" · {family.steps} steps · CFG {family.guidance:g} · {family.sampler}")
+                         f" · {family.steps} steps · CFG {family.guidance:g} · {family.sampler}"
+                         + (f" · {limits}" if limits else ""))
         return render.fit_lines(lines, FIELD_MAX)
+
+    def draft_text(self) -> str:
+        """What `--draft` runs."""
+        draft = self.bot.catalogue.draft
+        if draft is not None:
+            return (f"`--draft` runs on **{draft.name}** ({draft.family.label}, "
+                    f"{draft.family.steps} steps); `Enhance` renders a picture on its own model")
+        return (f"`--draft` runs each model in at most {DRAFT_STEPS} steps; `Enhance` renders a "
+                "picture at full quality")
 
     def device_text(self) -> str:
         started = [w for w in self.bot.executor.workers() if w.device]

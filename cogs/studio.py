@@ -1,5 +1,5 @@
-"""Continuing from a result: `V<n>`, `🔄`, `Vary (Subtle)`, `Vary (Strong)` and `Upscale (2x)`;
-with remix mode on, the prompt can be edited before any of them runs."""
+"""Continuing from a result: `V<n>`, `🔄`, `Vary (Subtle)`, `Vary (Strong)`, `Upscale (2x)` and a
+draft's `Enhance`; with remix mode on, the prompt can be edited before the first four run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from discord.ext import commands
 
 from bot.access import may_use_here, visible_image, visible_job
 from bot.jobs import JobRefused, Origin
-from bot.jobs.making import rerolled, upscaled, varied
+from bot.jobs.making import enhanced, rerolled, upscaled, varied
+from bot.prompt import PromptError
 from bot.remix import start_or_remix
 from bot.replies import answer_error
 from bot.ui import Action, Press
@@ -24,13 +25,13 @@ Interaction = discord.Interaction["AtelierBot"]
 
 class Studio(commands.Cog):
     ACTIONS = (Action.VARIATION, Action.REROLL, Action.VARY_SUBTLE, Action.VARY_STRONG,
-               Action.UPSCALE)
+               Action.UPSCALE, Action.ENHANCE)
 
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
         bot.buttons.register(dict(zip(self.ACTIONS, (
             self.on_variation, self.on_reroll, self.on_vary_subtle, self.on_vary_strong,
-            self.on_upscale), strict=True)))
+            self.on_upscale, self.on_enhance), strict=True)))
 
     async def cog_unload(self) -> None:
         self.bot.buttons.unregister(*self.ACTIONS)
@@ -87,6 +88,29 @@ class Studio(commands.Cog):
         try:
             job = upscaled(Origin.of(interaction), parent, image,
                            self.bot.settings.upscale_strength)
+        except JobRefused as error:
+            await answer_error(interaction, f"❌ {error}")
+            return
+        await self.bot.jobs.accept(interaction, job)
+
+    async def on_enhance(self, interaction: Interaction, press: Press) -> None:
+        """`Enhance`: a draft's picture at full quality, from the same seed."""
+        found = await visible_image(interaction, press.job_id, press.index)
+        if found is None:
+            return
+        parent, image = found
+        if not await may_use_here(interaction, parent):
+            return
+        try:
+            if parent.draft is None:
+                raise JobRefused("Only the pictures of a `--draft` job can be enhanced")
+            full = self.bot.catalogue.get(parent.draft)
+            job = enhanced(Origin.of(interaction), parent, image, full,
+                           self.bot.settings.enhance_strength)
+        except PromptError:
+            await answer_error(interaction, f"❌ The model this draft stands in for, "
+                                            f"`{parent.draft}`, is no longer on this bot")
+            return
         except JobRefused as error:
             await answer_error(interaction, f"❌ {error}")
             return

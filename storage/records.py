@@ -29,6 +29,7 @@ class JobKind(StrEnum):
     PAN = "pan"  # ⬅️ ➡️ ⬆️ ⬇️
     SQUARE = "square"  # Make Square
     REGION = "region"  # Vary (Region)
+    ENHANCE = "enhance"  # Enhance: a draft's picture at full quality
     BLEND = "blend"  # /blend
     DESCRIBE = "describe"  # /describe: prompt suggestions, no pictures
 
@@ -85,6 +86,7 @@ class JobRecord:
     mask_image: str | None = None  # sha256 of the mask of what to redraw (white)
     box: str | None = None  # where the picture sits on the result's canvas, `x,y,w,h`
     edit: str | None = None  # what an edit did: `zoom 2`, `pan left`, `square`, `region 1,5`
+    draft: str | None = None  # a `--draft` job: the model it stands in for (Enhance renders on it)
     status: JobStatus = JobStatus.QUEUED
     error: str | None = None
     nsfw_allowed: bool = False

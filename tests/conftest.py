@@ -11,11 +11,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bot.engine.tiny import build_tiny  # noqa: E402
+from bot.engine.tiny import build_tiny, build_tiny_flux, build_tiny_sd3  # noqa: E402
 from tests.adapters import tiny_adapters  # noqa: E402,F401
 from tests.double.fixtures import discord_double  # noqa: E402,F401
 from tests.hub import hub_double  # noqa: E402,F401
-from tests.models import hub_cache, model_files  # noqa: E402,F401
+from tests.models import family_files, hub_cache, model_files  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +31,15 @@ def data_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
     (data / "models").mkdir(parents=True)
     (data / "models" / "tiny").symlink_to(tiny_model_dir, target_is_directory=True)
     return data
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `tiny-flux` pipeline (FLUX.1 [schnell]-like), built once per test session."""
+    return build_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `tiny-sd3` pipeline (SD 3.5-like, with T5), built once per test session."""
+    return build_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")

@@ -1,5 +1,6 @@
-"""Model files for tests, built locally: a tiny SDXL pipeline, single-file checkpoints, LoRAs, and a
-Hugging Face cache entry holding the configurations `from_single_file` looks up."""
+"""Model files for tests, built locally: a tiny SDXL pipeline, single-file checkpoints, LoRAs (for
+SD, for FLUX.1 in diffusers' and kohya's formats, for SD 3.5), and a Hugging Face cache entry
+holding the configurations `from_single_file` looks up."""
 
 from __future__ import annotations
 
@@ -315,6 +316,52 @@ def build_lora(pipeline_dir: Path, target: Path, seed: int, rank: int = 4) -> Pa
     return target
 
 
+def build_transformer_lora(pipeline_dir: Path, target: Path, seed: int, rank: int = 4) -> Path:
+    """A random LoRA for the transformer of the FLUX.1 or SD 3 pipeline in `pipeline_dir`, in
+    diffusers' format (as diffusers' training scripts save them)."""
+    import diffusers
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    index = json.loads((pipeline_dir / "model_index.json").read_text())
+    pipeline = getattr(diffusers, index["_class_name"])
+    transformer = getattr(diffusers, index["transformer"][1]).from_pretrained(
+        pipeline_dir / "transformer")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                           target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        layers = get_peft_model_state_dict(transformer)
+        # An untrained LoRA must still change the pictures of a tiny model clearly.
+        layers = {key: value * 4 if "lora_B" in key else value for key, value in layers.items()}
+    pipeline.save_lora_weights(target.parent, transformer_lora_layers=layers,
+                               weight_name=target.name, safe_serialization=True)
+    return target
+
+
+def build_kohya_flux_lora(pipeline_dir: Path, target: Path, seed: int, rank: int = 4) -> Path:
+    """A random LoRA for the tiny FLUX.1 in kohya's format (sd-scripts, as Civitai's FLUX LoRAs
+    are): the original model's fused projections (`img_attn_qkv` is q, k and v at once) under
+    `lora_unet_double_blocks_<i>_…`, with `lora_down`/`lora_up` and an alpha."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = json.loads((pipeline_dir / "transformer" / "config.json").read_text())
+    inner = config["num_attention_heads"] * config["attention_head_dim"]
+    generator = torch.Generator().manual_seed(seed)
+    weights: dict[str, Any] = {}
+    for block, outputs in (("img_attn_qkv", 3 * inner), ("txt_attn_qkv", 3 * inner),
+                           ("img_attn_proj", inner), ("txt_attn_proj", inner)):
+        name = f"lora_unet_double_blocks_0_{block}"
+        weights[f"{name}.lora_down.weight"] = torch.randn(rank, inner, generator=generator)
+        weights[f"{name}.lora_up.weight"] = torch.randn(outputs, rank, generator=generator)
+        weights[f"{name}.alpha"] = torch.tensor(float(rank))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file(weights, target)
+    return target
+
+
 # ---- fixtures -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -360,3 +407,33 @@ def hub_cache(model_files: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(model_files.hub_cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(model_files.hub_cache))
     yield model_files.hub_cache
+
+
+@dataclass(frozen=True)
+class FamilyFiles:
+    cache: Path  # a model cache (DATA_DIR/models) holding tiny, tiny-flux and tiny-sd3
+    # LORA_DIR: flux-detail (diffusers' format), flux-kohya, sd3-detail, detail (SD 1.x) and
+    # xl-detail (SDXL)
+    loras: Path
+    lightning: Path  # the tiny SDXL, named as an SDXL-Lightning 4-step model
+
+
+@pytest.fixture(scope="session")
+def family_files(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
+                 tiny_flux_dir: Path, tiny_sd3_dir: Path, model_files: ModelFiles) -> FamilyFiles:
+    """The tiny FLUX.1, SD 3.5 and few-step SDXL models and their LoRAs, once per session."""
+    root = tmp_path_factory.mktemp("family-files")
+    cache = root / "models"
+    cache.mkdir()
+    for name, folder in (("tiny", tiny_model_dir), ("tiny-flux", tiny_flux_dir),
+                         ("tiny-sd3", tiny_sd3_dir)):
+        (cache / name).symlink_to(folder, target_is_directory=True)
+    loras = root / "loras"
+    build_transformer_lora(tiny_flux_dir, loras / "flux-detail.safetensors", seed=4)
+    build_kohya_flux_lora(tiny_flux_dir, loras / "flux-kohya.safetensors", seed=5)
+    build_transformer_lora(tiny_sd3_dir, loras / "sd3-detail.safetensors", seed=6)
+    for sd in ("detail", "xl-detail"):
+        shutil.copyfile(model_files.loras / f"{sd}.safetensors", loras / f"{sd}.safetensors")
+    lightning = root / "sdxl_lightning_4step"
+    lightning.symlink_to(model_files.xl, target_is_directory=True)
+    return FamilyFiles(cache, loras, lightning)

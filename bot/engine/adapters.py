@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.engine.families import Architecture
 from bot.engine.models import ModelSpec
 
 # The architectures adapters are named for (SPEC §2: the `SD_CONTROLNETS` family prefixes). The
@@ -26,6 +27,8 @@ def architecture(spec: ModelSpec) -> str:
     (turbo, LCM) the architecture it was distilled from."""
     if spec.family.name in ARCHITECTURES:
         return spec.family.name
+    if spec.family.arch is not Architecture.SD:  # FLUX.1 [dev] and [schnell], SD 3 and 3.5
+        return spec.family.arch.value
     if spec.sdxl:
         return "sdxl"
     return "sd2" if spec.family.label.startswith("SD 2") else "sd1"

@@ -1,4 +1,5 @@
-"""Models: where they come from, which family they belong to, and loading them into a pipeline."""
+"""Models: where they come from and which family (`bot.engine.families`) each belongs to, worked out
+from a folder's configs, a single file's tensor names, or a hub repository's name."""
 
 from __future__ import annotations
 
@@ -9,37 +10,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bot.engine.tiny import TINY_NATIVE_SIDE, TINY_SOURCES
+from bot.engine.families import FAMILIES, FEW_STEP_WORDS, Architecture, Family, few_step
+from bot.engine.tiny import TINY_FAMILIES, TINY_MARKER, TINY_SOURCES
+
+__all__ = ["FAMILIES", "SINGLE_FILE_SUFFIXES", "Architecture", "Family", "ModelSpec", "describe",
+           "model_name"]
 
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-
-
-@dataclass(frozen=True)
-class Family:
-    """What a kind of model needs by default."""
-
-    name: str
-    label: str
-    native_side: int
-    steps: int
-    guidance: float
-    sampler: str
-    multiple: int = 8
-
-
-FAMILIES = {
-    f.name: f
-    for f in (
-        Family("tiny", "tiny (random, for tests)", TINY_NATIVE_SIDE, 30, 7.0, "euler"),
-        Family("sd1", "SD 1.x", 512, 30, 7.0, "dpm++_2m_karras"),
-        Family("sd2", "SD 2.x", 768, 30, 7.0, "dpm++_2m_karras"),
-        Family("sdxl", "SDXL", 1024, 30, 6.0, "dpm++_2m_karras"),
-        Family("turbo", "turbo", 512, 4, 0.0, "euler_a"),
-        Family("lcm", "LCM", 512, 4, 1.0, "lcm"),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -52,6 +31,7 @@ class ModelSpec:
     sdxl: bool = False  # needs the SDXL pipeline (two text encoders)
     inpaint: str | None = None  # source of a dedicated inpainting checkpoint (SD_INPAINT_MODELS)
     vae: str | None = None  # source of a VAE that replaces the model's own (SD_VAE)
+    dtype: str | None = None  # its SD_DTYPE entry, where it has one of its own
 
 
 def model_name(source: str) -> str:
@@ -100,45 +80,74 @@ def _ckpt_keys(path: Path) -> list[str]:
 # Native sides by architecture, where no configuration says otherwise.
 _NATIVE = {"sd1": 512, "sd2": 768, "sdxl": 1024}
 _ARCH_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-_TURBO_WORDS = ("turbo", "lightning", "hyper")
 # Turbo models trained at 512² although their architecture's usual area is larger.
 _SMALL_TURBO_WORDS = ("sd_xl_turbo", "sdxl-turbo", "sdxl_turbo", "sd_turbo", "sd-turbo")
+# Tensor names that single-file FLUX.1 and SD 3 checkpoints hold (in the original layout, also
+# under ComfyUI's `model.diffusion_model.`).
+_DIFFUSION_PREFIX = "model.diffusion_model."
+SD35_LARGE_LAYERS = 38  # SD 3.5 Large's joint blocks (SD 3 and 3.5 Medium have 24)
 
 
 def _family(arch: str, distilled: str | None, native: int | None, hint: str) -> Family:
-    """The defaults for a model: its architecture's, or a turbo/LCM model's few steps."""
+    """The defaults for an SD model: its architecture's, or a few-step model's."""
     if distilled is None:
         base = FAMILIES[arch]
         return replace(base, native_side=native or base.native_side)
-    base = FAMILIES[distilled]
+    base = few_step(FAMILIES[distilled], hint)
     if native is None:
         small = distilled == "turbo" and any(word in hint for word in _SMALL_TURBO_WORDS)
         native = 512 if small else _NATIVE[arch]
-    return replace(base, label=f"{_ARCH_LABELS[arch]} {base.label}", native_side=native)
+    # `SDXL-Turbo`, `SDXL-Lightning` as their makers write them; `SD 1.x LCM`
+    joiner = "-" if arch == "sdxl" and distilled in ("turbo", "lightning") else " "
+    return replace(base, label=f"{_ARCH_LABELS[arch]}{joiner}{base.label}", native_side=native)
 
 
 def _distilled(hint: str, scheduler: dict[str, Any], unet: dict[str, Any]) -> str | None:
-    """`lcm` or `turbo` for models distilled to run in a few steps, from their configuration
-    where it tells (an LCM scheduler, the guidance embedding of LCM UNets), else their name."""
+    """The few-step family of a model distilled to run in a few steps (`lcm`, `turbo`,
+    `lightning`, `hyper`), from its configuration where it tells (an LCM scheduler, the guidance
+    embedding of LCM UNets), else its name."""
     if scheduler.get("_class_name") == "LCMScheduler" or unet.get("time_cond_proj_dim"):
         return "lcm"
-    if "lcm" in hint:
-        return "lcm"
-    if any(word in hint for word in _TURBO_WORDS):
-        return "turbo"
-    return None
+    return next((family for word, family in FEW_STEP_WORDS if word in hint), None)
+
+
+def _flux(guidance_embeds: bool, hint: str) -> Family:
+    """FLUX.1 [dev] embeds its guidance scale; [schnell] has no guidance input."""
+    dev = guidance_embeds and "schnell" not in hint
+    return FAMILIES["flux-dev" if dev else "flux-schnell"]
+
+
+def _sd3(layers: int, dual_attention: bool, hint: str) -> Family:
+    """SD 3.5 Medium has a second attention in its first blocks (MMDiT-X); SD 3.5 Large has 38
+    blocks (its Turbo the same, told by its name); SD 3 Medium 24."""
+    if dual_attention:
+        return FAMILIES["sd35-medium"]
+    if layers >= SD35_LARGE_LAYERS:
+        return FAMILIES["sd35-large-turbo" if "turbo" in hint else "sd35-large"]
+    return FAMILIES["sd3-medium"]
 
 
 def _family_from_folder(folder: Path, hint: str) -> tuple[Family, bool]:
     index = _read_json(folder / "model_index.json")
-    unet = _read_json(folder / "unet" / "config.json")
+    pipeline = str(index.get("_class_name", ""))
     vae = _read_json(folder / "vae" / "config.json")
-    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
-    sdxl = ("XL" in str(index.get("_class_name", ""))
-            or unet.get("addition_embed_type") == "text_time")
     scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    tiny = _read_json(folder / TINY_MARKER)
+    if pipeline.startswith(("Flux", "StableDiffusion3")):
+        transformer = _read_json(folder / "transformer" / "config.json")
+        if pipeline.startswith("Flux"):
+            family = _flux(bool(transformer.get("guidance_embeds")), hint)
+        else:
+            family = _sd3(int(transformer.get("num_layers", 0)),
+                          bool(transformer.get("dual_attention_layers")), hint)
+        sample = transformer.get("sample_size")  # FLUX's says nothing of its area
+        native = tiny.get("native_side") or (int(sample) * scale if sample else None)
+        return replace(family, native_side=int(native or family.native_side)), False
+    unet = _read_json(folder / "unet" / "config.json")
+    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    sdxl = "XL" in pipeline or unet.get("addition_embed_type") == "text_time"
     native = int(unet.get("sample_size", 64)) * scale
-    if (folder / "atelier-tiny.json").exists():
+    if tiny:
         return replace(FAMILIES["tiny"], native_side=native), False
     if sdxl:
         arch = "sdxl"
@@ -150,8 +159,16 @@ def _family_from_folder(folder: Path, hint: str) -> tuple[Family, bool]:
 
 
 def _family_from_keys(keys: list[str], hint: str) -> tuple[Family, bool]:
-    """From a single file's tensor names: SDXL has a second text encoder (OpenCLIP bigG) under
+    """From a single file's tensor names: FLUX.1 has `double_blocks` (and [dev] `guidance_in`),
+    SD 3 `joint_blocks`; SDXL has a second text encoder (OpenCLIP bigG) under
     `conditioner.embedders.1`, SD 2.x one OpenCLIP encoder under `cond_stage_model.model`."""
+    bare = [key.removeprefix(_DIFFUSION_PREFIX) for key in keys]
+    if any(key.startswith("double_blocks.") for key in bare):
+        return _flux(any(key.startswith("guidance_in.") for key in bare), hint), False
+    if any(key.startswith("joint_blocks.") for key in bare):
+        layers = {key.split(".")[1] for key in bare if key.startswith("joint_blocks.")}
+        dual = any(".x_block.attn2." in key for key in bare)
+        return _sd3(len(layers), dual, hint), False
     sdxl = any(key.startswith("conditioner.embedders.1") for key in keys)
     if sdxl:
         arch = "sdxl"
@@ -165,15 +182,31 @@ def _family_from_keys(keys: list[str], hint: str) -> tuple[Family, bool]:
 def _family_from_name(repo_id: str, hint: str) -> tuple[Family, bool]:
     """A hub model never downloaded here: the best guess its repository's name allows."""
     lowered = repo_id.lower()
+    if "flux" in lowered:
+        return _flux("schnell" not in lowered, hint), False
+    if any(word in lowered for word in ("stable-diffusion-3.5", "sd3.5", "sd35")):
+        medium = "medium" in lowered
+        return _sd3(0 if medium else SD35_LARGE_LAYERS, medium, hint), False
+    if any(word in lowered for word in ("stable-diffusion-3", "sd3")):
+        return FAMILIES["sd3-medium"], False
     sdxl = "xl" in lowered
     arch = "sdxl" if sdxl else "sd2" if "stable-diffusion-2" in lowered else "sd1"
     return _family(arch, _distilled(hint, {}, {}), None, hint), sdxl
 
 
+def _tiny(source: str) -> Family:
+    """The family of a model built here (`tiny`, `tiny-flux`…): its kind's, at the tiny area."""
+    family = FAMILIES[TINY_FAMILIES[source]]
+    if family.name == "tiny":
+        return family
+    return replace(family, label=f"{family.label} (tiny, random)",
+                   native_side=FAMILIES["tiny"].native_side)
+
+
 def describe(name: str, source: str) -> ModelSpec:
     """Work out a model's family from its files where they are here, else from its name."""
     if source in TINY_SOURCES:
-        return ModelSpec(name, source, FAMILIES["tiny"])
+        return ModelSpec(name, source, _tiny(source))
     path = Path(source).expanduser()
     # Names say "turbo" or "lcm" where configs cannot; only the model's own name counts, not
     # the folders it happens to sit in.

@@ -30,7 +30,11 @@ decoder module, so that no user ever waits for a compilation:
 - LoRAs are merged into the compiled model's weights (`bot.engine.worker`), never added as
   layers, which would change the model's structure and so recompile it;
 - the worker warms every model up through the real request path (`warm_up_requests`) when it
-  loads it: each batch size, each aspect, long prompts, every sampler, an upscale and an inpaint.
+  loads it: each batch size, each aspect, long prompts, every sampler it takes, an upscale and
+  an inpaint.
+
+Only UNet models (SD 1.x, 2.x, SDXL and their few-step versions) are compiled; FLUX.1 and SD 3.5
+run as they are.
 
 Graphs are cached per code object and shared by every model of the same architecture, so the
 limit on recompilations is raised with the number of models.
@@ -45,7 +49,7 @@ from typing import Any
 from bot import limits
 from bot.engine import canvas
 from bot.engine.models import ModelSpec
-from bot.engine.samplers import SAMPLERS
+from bot.engine.samplers import accepted
 from bot.engine.types import GenerationRequest, Mode
 
 log = logging.getLogger(__name__)
@@ -164,7 +168,7 @@ def warm_up_requests(spec: ModelSpec, max_batch: int, inpainting: bool) -> list[
             shapes.append({"seeds": tuple(range(count)), "guidance": guidance})
     shapes += [{"size": size} for size in sizes if size != square]
     shapes += [{"prompt": prompt} for prompt in LONG_PROMPTS]
-    shapes += [{"sampler": name} for name in SAMPLERS if name != family.sampler]
+    shapes += [{"sampler": name} for name in accepted(family) if name != family.sampler]
     shapes.append({"size": (2 * side, 2 * side), "mode": Mode.IMG2IMG, "strength": 0.3})
     if spec.inpaint is None:  # else a checkpoint of its own inpaints, warmed up when it loads
         shapes.append({"mode": Mode.INPAINT})

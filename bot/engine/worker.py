@@ -27,17 +27,27 @@ from bot.engine.adapters import AdapterConfig, architecture
 from bot.engine.captioning import Captioner
 from bot.engine.conditioning import Conditioning, encode_pair
 from bot.engine.control import ControlModels, control_map
+from bot.engine.families import Architecture, Family
 from bot.engine.loading import Loading, LoadProgress, reporting
 from bot.engine.loras import LoraFolder, find_lora
 from bot.engine.models import SINGLE_FILE_SUFFIXES, ModelSpec
 from bot.engine.modes import MODES, Inputs, ModeSpec
 from bot.engine.optimise import compile_pipeline, configure_compiler, optimise, warm_up_requests
 from bot.engine.pngmeta import a1111_parameters, encode_png
-from bot.engine.preview import latents_to_rgb, rgb_to_png
+from bot.engine.preview import (
+    SD_PROJECTION,
+    SDXL_PROJECTION,
+    Projection,
+    fit_projection,
+    latents_to_rgb,
+    rgb_to_png,
+)
 from bot.engine.prompting import strip_lora_tags
 from bot.engine.references import ReferenceModels, give_embeds
-from bot.engine.samplers import make_scheduler, sampler
-from bot.engine.tiny import TINY_SOURCES, build_tiny, build_tiny_inpaint
+from bot.engine.samplers import make_scheduler, sampler, sampler_refusal
+from bot.engine.sentences import encode_flux, encode_sd3
+from bot.engine.tiny import TINY_SOURCES
+from bot.engine.tiny import build as build_tiny
 from bot.engine.types import (
     CaptionRequest,
     EngineError,
@@ -56,6 +66,18 @@ TILED_DECODE_AREA = 2.0  # decode in tiles above this many times the model's nat
 OFFLOADED_KEPT = 2  # models moved off the GPU that stay in RAM, for a quick switch back
 ADAPTERS_KEPT = 8  # LoRA adapters kept loaded in each model
 INPAINT_SUFFIX = ":inpaint"  # the name a model's dedicated inpainting checkpoint is loaded under
+OFFLOADS = ("none", "model", "sequential")  # SD_OFFLOAD
+
+
+def _encode_clip(pipe: Any, family: Family, prompt: str, negative: str,
+                 device: Any) -> tuple[Conditioning, Conditioning]:
+    return encode_pair(pipe, prompt, negative, device)
+
+
+# How each architecture's prompts become embeddings: CLIP in chunks, with emphasis and `::`
+# blends (`bot.engine.conditioning`), or one sentence for T5 (`bot.engine.sentences`).
+PROMPT_ENCODERS = {Architecture.SD: _encode_clip, Architecture.FLUX: encode_flux,
+                   Architecture.SD3: encode_sd3}
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,10 @@ class WorkerConfig:
     finish_threads: int = 2
     # ControlNets, IP-Adapters, annotators and the captioning model
     adapters: AdapterConfig = AdapterConfig()
+    # SD_OFFLOAD: `model` keeps each model in RAM and moves its parts (text encoders, denoiser,
+    # VAE) onto the GPU one at a time as a call needs them; `sequential` moves single layers,
+    # for the smallest cards (and slowest runs). CUDA only.
+    offload: str = "none"
 
 
 @dataclass(frozen=True)
@@ -150,12 +176,23 @@ def resolve_device(setting: str) -> str:
     return "cpu"
 
 
-def resolve_dtype(setting: str, device: str) -> Any:
+def resolve_dtype(setting: str, device: str, family: Family | None = None) -> Any:
+    """The dtype `SD_DTYPE` stands for on `device`. `auto` is float32 on the CPU; on a GPU,
+    what the family needs (FLUX.1 and SD 3.5: bfloat16, where the card has it), else float16."""
     import torch
 
-    if setting == "auto":
-        return torch.float16 if device in ("cuda", "mps") else torch.float32
-    return getattr(torch, setting)
+    if setting != "auto":
+        return getattr(torch, setting)
+    if device not in ("cuda", "mps"):
+        return torch.float32
+    if family is not None and family.dtype is not None:
+        wanted = getattr(torch, family.dtype)
+        if wanted != torch.bfloat16 or device != "cuda" or torch.cuda.is_bf16_supported():
+            return wanted
+        log.warning("this GPU has no bfloat16: %s runs in float16, where its activations may "
+                    "overflow (black pictures); SD_DTYPE=float32 avoids that at twice the memory",
+                    family.label)
+    return torch.float16
 
 
 def import_libraries() -> float:
@@ -204,6 +241,9 @@ class _Loaded:
     spec: ModelSpec
     pipe: Any
     safety: tuple[Any, Any] | None  # (checker, feature extractor) when the model ships one
+    preview: Projection = SD_PROJECTION  # latents to the colours of a live preview
+    offloaded: bool = False  # SD_OFFLOAD: it lives in RAM, its parts visit the GPU
+    compiled: bool = False
     # LoRAs loaded into this model by name, least recently used first.
     adapters: OrderedDict[str, _Adapter] = field(default_factory=OrderedDict)
     # Compiled models: the LoRAs merged into the weights (file, stamp, weight), and the weights
@@ -274,29 +314,34 @@ class Worker:
 
     # ---- models -----------------------------------------------------------------------------
 
+    def dtype_for(self, spec: ModelSpec) -> Any:
+        """The dtype `spec` runs in: its own SD_DTYPE entry, else SD_DTYPE (`auto`: what its
+        family needs)."""
+        return resolve_dtype(spec.dtype or self.config.dtype, self.device, spec.family)
+
     def _load(self, spec: ModelSpec) -> _Loaded:
-        from diffusers import (
-            AutoPipelineForText2Image,
-            StableDiffusionPipeline,
-            StableDiffusionXLPipeline,
-        )
+        import diffusers
+        from diffusers import AutoPipelineForText2Image, StableDiffusionXLPipeline
 
         started = time.perf_counter()
         source = Path(spec.source).expanduser()
+        dtype = self.dtype_for(spec)
         # SD_VAE: the model's own VAE is not even read
-        parts: dict[str, Any] = {"vae": vae} if (vae := self._load_vae(spec)) is not None else {}
+        vae = self._load_vae(spec, dtype)
+        parts: dict[str, Any] = {"vae": vae} if vae is not None else {}
+        if spec.family.arch is Architecture.SD3 and not spec.family.t5:
+            # SD_NO_T5: its largest part is never read; CLIP alone reads the prompt
+            parts.update(text_encoder_3=None, tokenizer_3=None)
         if spec.source in TINY_SOURCES:
-            cache = Path(self.config.cache_dir)
-            folder = build_tiny(cache / "tiny")
-            if spec.source == "tiny-inpaint":
-                folder = build_tiny_inpaint(cache / "tiny-inpaint", folder)
-            pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=self.dtype, **parts)
+            folder = build_tiny(spec.source, Path(self.config.cache_dir))
+            pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype, **parts)
         elif source.is_dir():
-            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype, **parts)
+            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype, **parts)
         elif source.suffix.lower() in SINGLE_FILE_SUFFIXES:
-            cls = StableDiffusionXLPipeline if spec.sdxl else StableDiffusionPipeline
+            cls = (StableDiffusionXLPipeline if spec.sdxl
+                   else getattr(diffusers, spec.family.traits.single_file))
             try:
-                pipe = cls.from_single_file(str(source), dtype=self.dtype, **parts)
+                pipe = cls.from_single_file(str(source), dtype=dtype, **parts)
             except OSError as error:
                 # diffusers reads the components' configurations from the base model's hub
                 # repository (or the Hugging Face cache): say so instead of a cache traceback.
@@ -307,10 +352,10 @@ class Worker:
                     "hub or cache, and it was not found"
                 ) from error
         else:
-            pipe = self._load_from_hub(spec.source, parts)
+            pipe = self._load_from_hub(spec.source, dtype, parts)
         return self._prepare(spec, pipe, started)
 
-    def _load_vae(self, spec: ModelSpec) -> Any | None:
+    def _load_vae(self, spec: ModelSpec, dtype: Any) -> Any | None:
         """The VAE that SD_VAE gives `spec` (a diffusers folder, or one holding `vae/`, a single
         file, or a hub repository), or None."""
         if spec.vae is None:
@@ -321,10 +366,10 @@ class Worker:
         try:
             if source.is_dir():
                 inner = "vae" if (source / "vae" / "config.json").is_file() else None
-                return AutoencoderKL.from_pretrained(source, subfolder=inner, dtype=self.dtype)
+                return AutoencoderKL.from_pretrained(source, subfolder=inner, dtype=dtype)
             if source.suffix.lower() in SINGLE_FILE_SUFFIXES:
-                return AutoencoderKL.from_single_file(str(source), dtype=self.dtype)
-            return AutoencoderKL.from_pretrained(spec.vae, dtype=self.dtype)
+                return AutoencoderKL.from_single_file(str(source), dtype=dtype)
+            return AutoencoderKL.from_pretrained(spec.vae, dtype=dtype)
         except (OSError, ValueError) as error:
             log.error("cannot load the VAE %s of model %s: %s", spec.vae, spec.name, error)
             raise EngineError(f"The VAE of model `{spec.name}` (SD_VAE) could not be "
@@ -336,40 +381,64 @@ class Worker:
         self.specs[spec.name] = spec
         self._make_room()
         self._loaded[spec.name] = loaded = self._prepare(spec, pipe, time.perf_counter())
-        if self.config.compile:
+        if loaded.compiled:
             self._warm_up(loaded)
 
     def _prepare(self, spec: ModelSpec, pipe: Any, started: float) -> _Loaded:
-        """Move a pipeline to the device, take out its safety checker, optimise it."""
+        """Move a pipeline to the device (or set up its offloading), take out its safety
+        checker, optimise it; and fit its previews where its latents need it."""
         safety = None
         if getattr(pipe, "safety_checker", None) is not None:
             # Run the checker ourselves: the pipeline would black out flagged images, but whether
             # they may be shown depends on the channel, which only the bot knows.
             safety = (pipe.safety_checker.to(self.device), pipe.feature_extractor)
             pipe.safety_checker = None
-        pipe.to(self.device)
+        offloaded = self._place(pipe)
         pipe.set_progress_bar_config(disable=True)
         applied = optimise(pipe, self.device, fuse_qkv=self.fuse_qkv)
-        if self.config.compile:
+        if offloaded:
+            applied.append(f"{self.config.offload} CPU offload")
+        compiled = self.config.compile and spec.family.traits.denoiser == "unet"
+        if compiled:
             compile_pipeline(pipe, self.config.compile_backend)
             applied.append("compiled")
-        log.info("loaded model %s (%s) on %s in %.1f s%s", spec.name, spec.family.label,
-                 self.device, time.perf_counter() - started,
-                 f" ({', '.join(applied)})" if applied else "")
-        return _Loaded(spec, pipe, safety)
+        elif self.config.compile:
+            log.info("model %s (%s) is not compiled: SD_COMPILE compiles UNet models only",
+                     spec.name, spec.family.label)
+        preview = SDXL_PROJECTION if spec.sdxl else SD_PROJECTION
+        if spec.family.arch is not Architecture.SD:
+            preview = fit_projection(pipe.vae, pipe._execution_device)
+        log.info("loaded model %s (%s) on %s in %s in %.1f s%s", spec.name, spec.family.label,
+                 self.device, str(pipe.dtype).removeprefix("torch."),
+                 time.perf_counter() - started, f" ({', '.join(applied)})" if applied else "")
+        return _Loaded(spec, pipe, safety, preview, offloaded, compiled)
 
-    def _load_from_hub(self, repo_id: str, parts: dict[str, Any]) -> Any:
+    def _place(self, pipe: Any) -> bool:
+        """Put `pipe` on the device, or with SD_OFFLOAD set it up to visit it part by part;
+        returns whether it is offloaded."""
+        if self.config.offload == "none" or self.device != "cuda":
+            if self.config.offload != "none":
+                log.info("SD_OFFLOAD=%s does nothing on %s", self.config.offload, self.device)
+            pipe.to(self.device)
+            return False
+        if self.config.offload == "model":
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.enable_sequential_cpu_offload(device=self.device)
+        return True
+
+    def _load_from_hub(self, repo_id: str, dtype: Any, parts: dict[str, Any]) -> Any:
         import torch
         from diffusers import AutoPipelineForText2Image
 
-        if self.dtype == torch.float16:
+        if dtype == torch.float16:
             try:
                 return AutoPipelineForText2Image.from_pretrained(
-                    repo_id, dtype=self.dtype, variant="fp16", **parts
+                    repo_id, dtype=dtype, variant="fp16", **parts
                 )
             except (OSError, ValueError):
                 log.info("%s has no fp16 variant; loading the full weights", repo_id)
-        return AutoPipelineForText2Image.from_pretrained(repo_id, dtype=self.dtype, **parts)
+        return AutoPipelineForText2Image.from_pretrained(repo_id, dtype=dtype, **parts)
 
     def model(self, name: str) -> _Loaded:
         """The loaded model `name`, loading it (and moving the least recently used off) first
@@ -377,7 +446,7 @@ class Worker:
         if name in self._loaded:
             self._loaded.move_to_end(name)
             loaded = self._loaded[name]
-            if loaded.pipe.device.type != self.device:
+            if loaded.pipe.device.type != self.device and not loaded.offloaded:
                 started = time.perf_counter()
                 self._make_room(keep=name)
                 self._move(loaded, self.device)
@@ -393,7 +462,7 @@ class Worker:
             with reporting(LoadProgress(name, self._set_loading)):
                 loaded = self._load(spec)
             self._loaded[name] = loaded
-            if self.config.compile:
+            if loaded.compiled:
                 self._warm_up(loaded)
         finally:
             self._set_loading(None)
@@ -425,22 +494,25 @@ class Worker:
                  loaded.spec.name, len(requests), time.perf_counter() - started)
 
     def loaded_models(self) -> list[str]:
-        """Models in memory, least recently used first, with where they are: `name@cuda`."""
-        return [f"{name}@{loaded.pipe.device.type}" for name, loaded in self._loaded.items()]
+        """Models in memory, least recently used first, with where they are: `name@cuda`
+        (`name@cuda (offloaded)` for one that SD_OFFLOAD keeps in RAM)."""
+        return [f"{name}@{self.device} (offloaded)" if loaded.offloaded
+                else f"{name}@{loaded.pipe.device.type}" for name, loaded in self._loaded.items()]
 
     def _make_room(self, keep: str | None = None) -> None:
         """Before another model comes onto the device, move the least recently used ones off so
         that at most `models_loaded` are there. They wait in RAM (switching back is a copy, not
         a load from disk), at most `OFFLOADED_KEPT` of them; on the CPU, where the device is the
-        RAM, they are dropped."""
+        RAM, they are dropped, and so are models that SD_OFFLOAD keeps in RAM anyway (at most
+        `models_loaded` of those: each is as large as the card could not hold)."""
         on_device = [n for n, m in self._loaded.items()
-                     if n != keep and m.pipe.device.type == self.device]
+                     if n != keep and (m.pipe.device.type == self.device or m.offloaded)]
         if len(on_device) >= self.config.models_loaded:
             self.drain()  # finishing threads may still run a safety checker about to move
         while len(on_device) >= self.config.models_loaded:
             name = on_device.pop(0)
             started = time.perf_counter()
-            if self.device == "cpu":
+            if self.device == "cpu" or self._loaded[name].offloaded:
                 del self._loaded[name]
                 self._free_memory()
                 log.info("unloaded model %s in %.1f s", name, time.perf_counter() - started)
@@ -449,10 +521,10 @@ class Worker:
             self._free_memory()
             log.info("moved model %s off %s in %.1f s", name, self.device,
                      time.perf_counter() - started)
-        offloaded = [n for n, m in self._loaded.items()
-                     if n != keep and m.pipe.device.type != self.device]
-        while len(offloaded) > OFFLOADED_KEPT:
-            name = offloaded.pop(0)
+        waiting = [n for n, m in self._loaded.items()
+                   if n != keep and m.pipe.device.type != self.device and not m.offloaded]
+        while len(waiting) > OFFLOADED_KEPT:
+            name = waiting.pop(0)
             del self._loaded[name]
             gc.collect()
             log.info("unloaded model %s from memory", name)
@@ -509,6 +581,11 @@ class Worker:
         try:
             with _peft_quiet():
                 loaded.pipe.load_lora_weights(load_file(path), adapter_name=adapter)
+            present = loaded.pipe.get_list_adapters().values()
+            if not any(adapter in names for names in present):
+                # diffusers loads nothing, only warning, from a LoRA none of whose layers the
+                # model has (an SD LoRA in a FLUX model)
+                raise ValueError("none of its layers are in the model")
         except Exception as error:
             log.warning("LoRA %s does not load into model %s: %s", found, loaded.spec.name, error)
             try:
@@ -742,7 +819,7 @@ class Worker:
         first = requests[0]
         if any(request.batch_key() != first.batch_key() for request in requests):
             raise ValueError("requests in one batch must share their batch key")
-        sampler(first.sampler)  # unknown names fail before any work
+        self._check_sampler(first)  # before any work
         mode = MODES[first.mode]
 
         # 1. Resolve the model (a dedicated inpainting one where configured) and its LoRAs,
@@ -784,6 +861,15 @@ class Worker:
             fn(*args)
         else:
             self._finishers.submit(fn, *args)
+
+    def _check_sampler(self, request: GenerationRequest) -> None:
+        """Refuse a sampler the request's model does not take (the bot refuses it first)."""
+        spec = self.specs.get(request.model)
+        if spec is None:
+            raise EngineError(f"Unknown model `{request.model}`")
+        refusal = sampler_refusal(request.sampler, spec.family)
+        if refusal is not None:
+            raise EngineError(refusal)
 
     def _model_for(self, request: GenerationRequest) -> _Loaded:
         """The model that serves `request`: for inpainting, the model's dedicated inpainting
@@ -836,6 +922,8 @@ class Worker:
 
         pipe = loaded.pipe
         device = pipe._execution_device
+        family = loaded.spec.family
+        encode = PROMPT_ENCODERS[family.arch]
         encoded: dict[tuple[str, str], tuple[Conditioning, Conditioning]] = {}
         with torch.inference_mode():
             for request in requests:
@@ -843,8 +931,8 @@ class Worker:
                 if key in encoded:
                     continue
                 try:
-                    encoded[key] = encode_pair(pipe, strip_lora_tags(request.prompt),
-                                               request.negative, device)
+                    encoded[key] = encode(pipe, family, strip_lora_tags(request.prompt),
+                                          request.negative, device)
                 except EngineError as error:  # its prompt: the job fails alone
                     raise _JobRefused(request.job_id, error) from error
         return encoded
@@ -863,7 +951,8 @@ class Worker:
         """Every slot's picture (an H×W×3 array of bytes), by (job id, image index), and each
         job's share of the time.
 
-        Prompts of different lengths (in 75-token chunks) cannot share a call. Each length runs
+        Prompts of different lengths (in 75-token chunks, or T5 tokens) cannot share a call. Each
+        length runs
         in calls of its own rather than being padded to another job's, which would make a job's
         pictures depend on the jobs it happened to be batched with. A call whose denoising runs
         out of memory is split in halves and tried again; a decode that does is retried alone
@@ -871,7 +960,8 @@ class Worker:
         first = slots[0][0]
         lengths: dict[int, list[tuple[GenerationRequest, int]]] = {}
         for slot in slots:
-            lengths.setdefault(conditioning[_prompt_key(slot[0])][0].length, []).append(slot)
+            embeds = conditioning[_prompt_key(slot[0])][0].embeds
+            lengths.setdefault(int(embeds.shape[1]), []).append(slot)
         pending = [group[i:i + self.config.max_batch] for group in lengths.values()
                    for i in range(0, len(group), self.config.max_batch)]
         pictures: dict[tuple[str, int], Any] = {}
@@ -934,28 +1024,23 @@ class Worker:
 
         first = slots[0][0]
         extras = extras or CallExtras()
+        family = loaded.spec.family
         # 1. The mode's pipeline over the model's weights (and a ControlNet), with a fresh
         #    scheduler for this call
-        scheduler = make_scheduler(first.sampler, loaded.pipe.scheduler.config)
+        scheduler = make_scheduler(first.sampler, loaded.pipe.scheduler.config, family)
         pipe = getattr(diffusers, mode.pipeline).from_pipe(loaded.pipe, scheduler=scheduler,
                                                            **extras.parts)
         pipe.set_progress_bar_config(disable=True)
         # 2. Embeddings, one row per image
-        pairs = [conditioning[_prompt_key(request)] for request, _ in slots]
-        kwargs: dict[str, Any] = {
-            "prompt_embeds": torch.cat([positive.embeds for positive, _ in pairs]),
-            "negative_prompt_embeds": torch.cat([negative.embeds for _, negative in pairs]),
-        }
-        if pairs[0][0].pooled is not None:  # SDXL: every request of the call has them
-            kwargs["pooled_prompt_embeds"] = torch.cat([p.pooled for p, _ in pairs
-                                                        if p.pooled is not None])
-            kwargs["negative_pooled_prompt_embeds"] = torch.cat([n.pooled for _, n in pairs
-                                                                 if n.pooled is not None])
+        kwargs = _embeddings([conditioning[_prompt_key(request)] for request, _ in slots])
         # 3. The mode's inputs (per image) and settings (per call); one generator per image
         for name in inputs[first.job_id].pictures:
             kwargs[name] = [inputs[request.job_id].pictures[name] for request, _ in slots]
         kwargs.update(mode.call(first))
         kwargs.update(extras.arguments(pipe, slots))
+        if family.traits.sized_img2img:  # (else it makes pictures of their default size)
+            kwargs.setdefault("width", first.width)
+            kwargs.setdefault("height", first.height)
         kwargs.update(
             num_inference_steps=first.pipeline_steps,
             guidance_scale=first.guidance,
@@ -995,6 +1080,7 @@ class Worker:
         import torch
 
         vae = loaded.pipe.vae
+        latents = _spatial(loaded, latents, width, height)
         tiled = self._tile_for(vae, loaded, width, height)
         upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
         pictures = []
@@ -1061,8 +1147,11 @@ class Worker:
                         and step + 1 < pipe.num_timesteps):
                     last_preview[0] = time.monotonic()
                     latents = tensors["latents"]
-                    self._finishing(encode, {job_id: latents_to_rgb(latents[i], loaded.spec.sdxl)
-                                             for job_id, i in first_slot.items()})
+                    width, height = slots[0][0].width, slots[0][0].height
+                    self._finishing(encode, {
+                        job_id: latents_to_rgb(
+                            _spatial(loaded, latents[i:i + 1], width, height)[0], loaded.preview)
+                        for job_id, i in first_slot.items()})
                 previews = {job_id: ready.pop(job_id) for job_id in list(ready)}
                 report(StepReport(job_ids, step + 1, pipe.num_timesteps, previews))
             self._callback_seconds += time.perf_counter() - now
@@ -1105,11 +1194,12 @@ class Worker:
     def _finish(self, request: GenerationRequest, index: int, picture: Any,
                 nsfw: bool) -> GeneratedImage:
         seed = request.seeds[index]
+        spec = self.specs.get(request.model)
         parameters = a1111_parameters(
             prompt=request.prompt,
             negative=request.negative,
             steps=request.steps,
-            sampler=sampler(request.sampler).label,
+            sampler=sampler(request.sampler, spec.family if spec else None).label,
             guidance=request.guidance,
             seed=seed,
             width=picture.width,
@@ -1167,9 +1257,19 @@ def _decoding_dtype(vae: Any, dtype: Any) -> Iterator[None]:
         vae.to(own)
 
 
+def _spatial(loaded: _Loaded, latents: Any, width: int, height: int) -> Any:
+    """Latents as the VAE reads them (B×C×H/8×W/8): FLUX.1 holds them packed, 2×2 patches to a
+    row of its sequence."""
+    if not loaded.spec.family.traits.packed_latents:
+        return latents
+    pipe = loaded.pipe
+    return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+
+
 def _unscaled(vae: Any, latents: Any) -> Any:
     """Latents as the VAE decodes them: SDXL-style VAEs that publish their latents' mean and
-    spread are given them back, the others are divided by their scaling factor."""
+    spread are given them back, the others are divided by their scaling factor (and moved back
+    by their shift, as FLUX's and SD 3's are)."""
     config = vae.config
     mean, spread = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
     if mean is not None and spread is not None:
@@ -1179,7 +1279,7 @@ def _unscaled(vae: Any, latents: Any) -> Any:
         mean_t = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
         spread_t = torch.tensor(spread).view(shape).to(latents.device, latents.dtype)
         return latents * spread_t / config.scaling_factor + mean_t
-    return latents / config.scaling_factor
+    return latents / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
 
 
 @dataclass
@@ -1241,6 +1341,25 @@ def _bare(error: EngineError) -> EngineError:
     is settled, and those frames hold the batch's tensors."""
     error.__traceback__ = None
     return error
+
+
+def _embeddings(pairs: list[tuple[Conditioning, Conditioning]]) -> dict[str, Any]:
+    """The pipeline's embedding arguments for a call, one row per image: the prompts', the
+    negative prompts' where the family has them (FLUX.1 does not), and the pooled ones where
+    the model uses them (SDXL, FLUX.1, SD 3.5: every request of the call has them)."""
+    import torch
+
+    positive, negative = pairs[0]
+    kwargs: dict[str, Any] = {"prompt_embeds": torch.cat([p.embeds for p, _ in pairs])}
+    if positive.pooled is not None:
+        kwargs["pooled_prompt_embeds"] = torch.cat([p.pooled for p, _ in pairs
+                                                    if p.pooled is not None])
+    if negative.embeds is not None:
+        kwargs["negative_prompt_embeds"] = torch.cat([n.embeds for _, n in pairs])
+        if negative.pooled is not None:
+            kwargs["negative_pooled_prompt_embeds"] = torch.cat([n.pooled for _, n in pairs
+                                                                 if n.pooled is not None])
+    return kwargs
 
 
 def _prompt_key(request: GenerationRequest) -> tuple[str, str]:

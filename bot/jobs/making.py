@@ -1,9 +1,10 @@
 """Making jobs: a new `/imagine` job, a `/blend` and a `/describe`, and jobs made from another
-one — rerolls, variations, upscales and the edits of SPEC §3.1 (Zoom Out, Pan, Make Square, Vary
-(Region)).
+one — rerolls, variations, upscales, the edits of SPEC §3.1 (Zoom Out, Pan, Make Square, Vary
+(Region)) and Enhance.
 
 Pure functions of records, parameters and geometry: nothing here saves, queues or answers.
-Every job made from another gets fresh seeds and is shown to whoever asked for it."""
+Every job made from another gets fresh seeds (but Enhance: the picture's own) and is shown to
+whoever asked for it. A job made from a draft is a draft too, but Enhance's."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import discord
 from bot import limits
 from bot.access import nsfw_allowed
 from bot.engine import canvas
-from bot.engine.models import Family
+from bot.engine.models import Family, ModelSpec
 from bot.engine.types import Mode
 from bot.imaging import ImageSizeError, check_pixels
 from bot.jobs.policy import JobRefused
@@ -166,6 +167,28 @@ def upscaled(origin: Origin, parent: JobRecord, image: ImageRecord,
     return derived(origin, parent, JobKind.UPSCALE, count=1, index=image.index + 1,
                    mode=Mode.IMG2IMG, init_image=image.sha256, strength=strength,
                    width=width, height=height, conditions=False)
+
+
+def enhanced(origin: Origin, parent: JobRecord, image: ImageRecord, full: ModelSpec,
+             strength: float) -> JobRecord:
+    """`Enhance`: a draft's picture at full quality, from the same seed: img2img at `strength`
+    on the model the draft stands in for (`full`), at its steps and sampler. The picture keeps
+    its size on the same model; another model gets its own area, at the picture's aspect."""
+    if parent.draft is None:
+        raise JobRefused("Only the pictures of a `--draft` job can be enhanced")
+    family = full.family
+    width, height = image.width, image.height
+    guidance = parent.guidance
+    if full.name != parent.model:  # a draft model ran it: the full model's own settings
+        width, height = canvas.size_for(image.width / image.height, family.native_side,
+                                        family.multiple)
+        guidance = family.guidance
+    _check_size("Enhance", width, height)
+    job = derived(origin, parent, JobKind.ENHANCE, count=1, index=image.index + 1,
+                  mode=Mode.IMG2IMG, init_image=image.sha256, strength=strength, width=width,
+                  height=height)
+    return replace(job, seed=image.seed, model=full.name, steps=family.steps,
+                   sampler=family.sampler, guidance=guidance, draft=None)
 
 
 def remixed(job: JobRecord, params: JobParameters) -> JobRecord:

@@ -107,9 +107,10 @@ class JobRunner:
         async with self.bot.housekeeping.upload(mask) as sha256:
             return await self.bot.policy.admit(replace(job, mask_image=sha256))
 
-    def start(self, job: JobRecord) -> None:
-        """Run `job` in the background and deliver its result."""
-        task = self._track(job.id, self._run(job))
+    def start(self, job: JobRecord, resumed: bool = False) -> None:
+        """Run `job` in the background and deliver its result (`resumed`: a job a previous
+        process left unfinished)."""
+        task = self._track(job.id, self._run(job, resumed))
         if job.pictures:
             task.add_done_callback(lambda _: self._background(self._release_pictures(job)))
 
@@ -171,7 +172,7 @@ class JobRunner:
                 self._track(job.id, self._deliver_stored(job))
             else:
                 log.info("resuming job %s (%s)", job.id, job.status)
-                self.start(job)
+                self.start(job, resumed=True)
         return len(jobs)
 
     async def wait_idle(self) -> None:
@@ -240,8 +241,8 @@ class JobRunner:
             raise EngineError(f"The {what} of this job is missing from the store")
         return await asyncio.to_thread(path.read_bytes)
 
-    async def _run(self, job: JobRecord) -> None:
-        delivery = Delivery(self.bot, job)
+    async def _run(self, job: JobRecord, resumed: bool) -> None:
+        delivery = Delivery(self.bot, job, resumed)
         try:
             await self._generate_and_deliver(job, delivery)
         except asyncio.CancelledError:
@@ -296,7 +297,7 @@ class JobRunner:
 
     async def _deliver_stored(self, job: JobRecord) -> None:
         """Deliver a job whose images were stored but never shown (the process stopped)."""
-        delivery = Delivery(self.bot, job)
+        delivery = Delivery(self.bot, job, resumed=True)
         try:
             if job.kind is JobKind.DESCRIBE:
                 await deliver_description(self.bot.repo, self.bot.store, job, delivery)

@@ -73,7 +73,8 @@ async def result_render(store: ImageStore, job: JobRecord, images: list[ImageRec
     if hidden:
         filename = "SPOILER_" + filename
     return Render(render.result_text(job, hidden, prompt_chunks, notes),
-                  (Attachment(filename, grid),), result_view(job.id, len(images)),
+                  (Attachment(filename, grid),),
+                  result_view(job.id, len(images), draft=job.draft is not None),
                   notify=True)
 
 

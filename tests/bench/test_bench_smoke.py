@@ -79,3 +79,25 @@ def test_gallery_bench_runs_end_to_end() -> None:
         assert label in result.stdout, result.stdout
     pages = [line.split() for line in result.stdout.splitlines() if line.startswith("grid, page 1")]
     assert pages[0][-2] == "200"  # signed in: the page itself, not a redirect
+
+
+def test_flux_and_sd35_are_built_from_their_published_configurations() -> None:
+    """`bench/gpu.py --model flux-schnell|sd35` builds these on a GPU: here on `meta` (no
+    memory), their sizes are the published ones (FLUX.1: a 12B transformer; SD 3.5 Large 8.1B;
+    T5 v1.1 XXL's encoder 4.8B), and so is their arithmetic at 1024²."""
+    import torch
+
+    from bench.models import flops_per_image, flux_pipeline, parameters, sd35_pipeline
+
+    flux = flux_pipeline("meta", torch.bfloat16)
+    billions = {name: round(count / 1e9, 2) for name, count in parameters(flux).items()}
+    assert billions == {"transformer": 11.89, "text_encoder": 0.12, "text_encoder_2": 4.76,
+                        "vae": 0.08}
+    flops = flops_per_image(flux, 1024, 1024, 4, guided=False, tokens=256)
+    assert flops.formula.startswith("2 FLOP/MAC × (4 steps × ")
+    assert "GMAC (transformer at 128×128 latents, 256 tokens)" in flops.formula
+    assert 250 < flops.total / 1e12 < 350  # TFLOP for one 4-step image
+    sd35 = {name: round(count / 1e9, 2) for name, count in parameters(
+        sd35_pipeline("meta", torch.bfloat16)).items()}
+    assert sd35 == {"transformer": 8.06, "text_encoder": 0.12, "text_encoder_2": 0.69,
+                    "text_encoder_3": 4.76, "vae": 0.08}

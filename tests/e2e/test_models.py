@@ -97,8 +97,9 @@ async def test_every_sampler_runs(atelier: Atelier) -> None:
         [job] = rows(atelier, "SELECT sampler FROM jobs WHERE id = ?", job_id_of(message))
         assert job["sampler"] == name
         assert f"Sampler: {sampler.label}," in png_info(message.attachment_bytes())["parameters"]
-    assert "Unknown sampler `heun`. Accepted: euler, euler_a" in await refusal(
-        atelier, "a red fox --sampler heun")
+    assert await refusal(atelier, "a red fox --sampler heun") == (
+        "❌ Unknown sampler `heun`. Accepted for tiny (random, for tests): `euler`, `euler_a`, "
+        "`dpm++_2m`, `dpm++_2m_karras`, `dpm++_sde`, `ddim`, `unipc`, `lcm`")
 
 
 async def test_a_lora_changes_the_picture_and_its_weight_zero_does_not(

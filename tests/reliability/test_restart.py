@@ -209,6 +209,36 @@ async def test_a_crash_between_posting_and_saving_posts_once(
     assert pinged == [result]
 
 
+async def test_a_result_stored_while_its_placeholder_was_posted_replaces_it(
+        bot_process: BotProcess, discord_double: DiscordDouble, data_dir: Path) -> None:
+    double = discord_double
+    await bot_process.start()
+    handle = await double.slash("imagine", {"prompt": "a slow egret --steps 150 --seed 4 --n 1"},
+                                user=double.alice)
+    await handle.original(30)
+    # The token expires before the first step: the job moves to a placeholder in the channel,
+    # which is made but answered so late that the pictures are stored meanwhile, and the
+    # process dies before it learns the placeholder's id.
+    double.fail("POST", r"^/channels/\d+/messages$", status=None, delay=50, times=1,
+                late_answer=True)
+    double.expire(handle)
+    [placeholder] = await double.wait_for(lambda: channel_posts(double), 60)
+    await double.wait_for(lambda: query(data_dir, "SELECT status FROM jobs")[0][0] == "done", 60)
+    await bot_process.stop(signal.SIGKILL)
+    assert " · job `" not in placeholder.content and not placeholder.pinged_user_ids
+
+    await bot_process.start()
+    await double.wait_for(lambda: query(data_dir, "SELECT delivered_at FROM jobs")[0][0], 60)
+    [job] = query(data_dir, "SELECT * FROM jobs")
+    result = double.message(job["message_id"])
+    assert result.attachments and " · job `" in result.content
+    assert placeholder.deleted
+    assert [m.id for m in channel_posts(double) if not m.deleted] == [result.id]
+    pinged = [m for m in double.channel_messages(double.channel, include_deleted=True)
+              if double.alice.id in m.pinged_user_ids]
+    assert pinged == [result]
+
+
 @pytest.mark.parametrize(("fault", "why"), [
     ("channel deleted", "404 Unknown Channel (10003)"),
     ("no access", "403 Missing Access (50001)"),

@@ -4,6 +4,7 @@ for a style reference, adapter sources, captions made into prompts, and the cata
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -107,3 +108,19 @@ def test_the_catalogue_refuses_what_no_adapter_serves() -> None:
         served.check_control(tiny, "depth")
     with pytest.raises(ConfigError, match="SD_CONTROLNETS names a control twice"):
         catalogue(sd_controlnets=((None, "canny", "a"), ("tiny", "canny", "b")))
+
+
+@pytest.mark.parametrize(("source", "label"), [
+    ("black-forest-labs/FLUX.1-schnell", "FLUX.1 [schnell]"),
+    ("stabilityai/stable-diffusion-3.5-large", "SD 3.5 Large"),
+])
+def test_the_transformer_families_take_no_controlnet_or_reference(source: str,
+                                                                  label: str) -> None:
+    model = describe("big", source)
+    served = catalogue(sd_controlnets=(("flux", "canny", "a"), ("sd3", "canny", "b")),
+                       sd_ip_adapter=(("flux", "c"), ("sd3", "d")))
+    with pytest.raises(PromptError, match=rf"ControlNet works with SD 1.x, 2.x and SDXL models, "
+                                          rf"not with {re.escape(label)} models like `big`"):
+        served.check_control(model, "canny")
+    with pytest.raises(PromptError, match=r"`/blend` works with SD 1.x, 2.x and SDXL models"):
+        served.check_reference(model, "`/blend`")
