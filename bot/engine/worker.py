@@ -891,6 +891,13 @@ class Worker:
         first = requests[0]
         arch = architecture(loaded.spec)
         extras = CallExtras()
+        if loaded.spec.family.arch is not Architecture.SD:
+            # The transformer families' adapters take pipelines of their own (the bot refuses
+            # such jobs before they are saved)
+            if first.control_active or first.reference_active:
+                raise EngineError("ControlNets and references work with SD 1.x, 2.x and SDXL "
+                                  "models only")
+            return extras
         if first.control_active:
             assert first.control is not None
             extras.parts["controlnet"] = self._controls.controlnet(arch, first.control.kind)
