@@ -18,6 +18,9 @@ TORCH_CUDA_BUILDS ?= cu126 cu128 cu130
 TORCH_INDEX ?=
 UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
+# `make test` spreads the suite over the machine's cores (pytest-xdist), at most this many workers
+# (each holds a few tiny pipelines and starts bots of its own); PYTEST_WORKERS=0 runs it in one.
+PYTEST_WORKERS ?= 4
 # torch's CUDA runtime comes with the torch build installed first, never from the lock.
 CUDA_RUNTIME := ^(nvidia-|cuda-|triton)
 
@@ -56,7 +59,8 @@ doctor: $(STAMP)
 	@$(PY) -m bot doctor
 
 test: $(STAMP)
-	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,--numprocesses auto \
+		--maxprocesses $(PYTEST_WORKERS)) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check bot cogs storage web tests bench scripts
