@@ -65,24 +65,12 @@ class Blend(commands.Cog):
         except PromptError as error:
             await answer_error(interaction, f"❌ {error}")
             return
-        refusal = self.bot.policy.refusal_here(interaction)
-        if refusal is not None:
-            await answer_error(interaction, refusal)
-            return
         origin = Origin.of(interaction)
-        job = new_job(origin, params, kind=JobKind.BLEND)
-        try:
-            await self.bot.policy.check(job)
-        except JobRefused as error:
-            await answer_error(interaction, f"❌ {error}")
-            return
         # 2. Acknowledge publicly: fetching five pictures can outlast Discord's 3 s
-        try:
-            response = await interaction.response.defer(thinking=True)
-        except discord.HTTPException:
-            log.warning("could not acknowledge /blend of %s in time", interaction.user)
+        acknowledged = await self.bot.jobs.acknowledge(
+            interaction, new_job(origin, params, kind=JobKind.BLEND), "/blend")
+        if acknowledged is None:
             return
-        placeholder = response.message_id if response is not None else None
         try:
             # 3. Fetch and store the pictures, save the job; a refused job takes its files
             timeout = self.bot.settings.download_timeout
@@ -92,7 +80,7 @@ class Blend(commands.Cog):
                           for png, _, _ in fetched]
                 job = await self.bot.policy.admit(replace(
                     new_job(origin, params, references=tuple(stored), kind=JobKind.BLEND),
-                    message_id=placeholder))
+                    message_id=acknowledged.placeholder))
         except (PromptError, JobRefused) as error:
             await withdraw(interaction, f"❌ {error}")
             return

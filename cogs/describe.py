@@ -65,30 +65,20 @@ class Describe(commands.Cog):
         except PromptError as error:
             await answer_error(interaction, f"❌ {error}")
             return
-        refusal = self.bot.policy.refusal_here(interaction)
-        if refusal is not None:
-            await answer_error(interaction, refusal)
-            return
         origin = Origin.of(interaction)
         model = caption_model_name(source)
-        try:
-            await self.bot.policy.check(described(origin, "0" * 64, 1, 1, model))
-        except JobRefused as error:
-            await answer_error(interaction, f"❌ {error}")
-            return
         # 2. Acknowledge publicly
-        try:
-            response = await interaction.response.defer(thinking=True)
-        except discord.HTTPException:
-            log.warning("could not acknowledge /describe of %s in time", interaction.user)
+        acknowledged = await self.bot.jobs.acknowledge(
+            interaction, described(origin, "0" * 64, 1, 1, model), "/describe")
+        if acknowledged is None:
             return
-        placeholder = response.message_id if response is not None else None
         try:
             # 3. Fetch and store the picture, save the job
             png, width, height = await fetch(image, self.bot.settings.download_timeout)
             async with self.bot.housekeeping.upload(png) as sha256:
                 job = await self.bot.policy.admit(replace(
-                    described(origin, sha256, width, height, model), message_id=placeholder))
+                    described(origin, sha256, width, height, model),
+                    message_id=acknowledged.placeholder))
         except (PromptError, JobRefused) as error:
             await withdraw(interaction, f"❌ {error}")
             return

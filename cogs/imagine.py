@@ -117,24 +117,10 @@ class Imagine(commands.Cog):
         it), a control picture, a reference. Fetching and converting them can outlast the 3 s
         Discord gives, so the command defers first (SPEC §6), after every check that needs no
         download; a file that turns out bad then takes the placeholder back."""
-        # 1. Refuse now what the picture cannot change: the channel, the user's limits, the
-        #    server's words
-        refusal = self.bot.policy.refusal_here(interaction)
-        if refusal is not None:
-            await answer_error(interaction, refusal)
+        # 1-2. Refuse now what the pictures cannot change, then acknowledge publicly
+        acknowledged = await self.bot.jobs.acknowledge(interaction, job, "/imagine")
+        if acknowledged is None:
             return
-        try:
-            await self.bot.policy.check(job)
-        except JobRefused as error:
-            await answer_error(interaction, f"❌ {error}")
-            return
-        # 2. Acknowledge publicly
-        try:
-            response = await interaction.response.defer(thinking=True)
-        except discord.HTTPException:
-            log.warning("could not acknowledge /imagine of %s in time", interaction.user)
-            return  # nothing is saved or stored yet
-        placeholder = response.message_id if response is not None else None
         try:
             # 3. Fetch, check and convert the pictures; the job takes the aspect of the
             #    picture it starts from, else of its control picture
@@ -161,7 +147,7 @@ class Imagine(commands.Cog):
                     new_job(origin, params, init_image=stored.get("image"), mask_image=mask_sha,
                             control_image=stored.get("control_image"),
                             references=(reference,) if reference else ()),
-                    message_id=placeholder))
+                    message_id=acknowledged.placeholder))
         except (PromptError, JobRefused) as error:
             await withdraw(interaction, f"❌ {error}")
             return

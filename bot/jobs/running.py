@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 # Tries at showing a finished job's result (one per run of the bot that had it) before Atelier
 # stops trying; a permanent refusal (the channel is gone) stops it at once.
 MAX_DELIVERY_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """A command's public "thinking…" answer, which its job's result replaces."""
+
+    placeholder: int | None  # the answer's message id, where Discord gives it
 
 
 class JobRunner:
@@ -82,6 +89,28 @@ class JobRunner:
         else:
             job = replace(job, interaction_token=None)
         self.start(job)
+
+    async def acknowledge(self, interaction: discord.Interaction[Any], job: JobRecord,
+                          command: str) -> Acknowledged | None:
+        """For a command that fetches pictures before it can save its job: refuse privately
+        now what the pictures cannot change (the channel, the user's limits, the server's
+        words), then acknowledge publicly, as fetching can outlast the 3 s Discord gives (SPEC
+        §6). None: refused, or too late to answer; nothing was saved either way."""
+        refusal = self.bot.policy.refusal_here(interaction)
+        if refusal is not None:
+            await answer_error(interaction, refusal)
+            return None
+        try:
+            await self.bot.policy.check(job)
+        except JobRefused as error:
+            await answer_error(interaction, f"❌ {error}")
+            return None
+        try:
+            response = await interaction.response.defer(thinking=True)
+        except discord.HTTPException:
+            log.warning("could not acknowledge %s of %s in time", command, interaction.user)
+            return None
+        return Acknowledged(response.message_id if response is not None else None)
 
     async def accept_in_channel(self, job: JobRecord,
                                 channel: discord.abc.GuildChannel | discord.Thread | None, *,
