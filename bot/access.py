@@ -139,3 +139,13 @@ async def visible_image(interaction: discord.Interaction[AtelierBot], job_id: st
         await answer_error(interaction, f"Job `{job.id}` has no image {index}.")
         return None
     return job, images[index - 1]
+
+
+async def usable_image(interaction: discord.Interaction[AtelierBot], job_id: str | None,
+                       index: int | None) -> tuple[JobRecord, ImageRecord] | None:
+    """Image `index` of a job, as `visible_image`, that may also be built on in this channel
+    (`may_use_here`): what a button that makes a job from a picture starts from."""
+    found = await visible_image(interaction, job_id, index)
+    if found is None or not await may_use_here(interaction, found[0]):
+        return None
+    return found

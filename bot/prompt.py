@@ -194,25 +194,24 @@ def _check_length(what: str, text: str) -> None:
                           "are allowed")
 
 
+# The flags that take a number, and its range (SPEC §2's limits)
+_INTEGERS = {"seed": (limits.SEED_MIN, limits.SEED_MAX),
+             "steps": (limits.STEPS_MIN, limits.STEPS_MAX),
+             "n": (limits.COUNT_MIN, limits.COUNT_MAX)}
+_DECIMALS = {"cfg": (limits.GUIDANCE_MIN, limits.GUIDANCE_MAX),
+             "strength": (limits.STRENGTH_MIN, limits.STRENGTH_MAX),
+             "cw": (limits.CONTROL_WEIGHT_MIN, limits.CONTROL_WEIGHT_MAX),
+             "iw": (limits.IMAGE_WEIGHT_MIN, limits.IMAGE_WEIGHT_MAX),
+             "sw": (limits.STYLE_WEIGHT_MIN, limits.STYLE_WEIGHT_MAX)}
+
+
 def _parse_value(name: str, written: str, value: str) -> object:
     if name == "ar":
         return parse_aspect(value, written)
-    if name == "seed":
-        return _int_in(written, value, limits.SEED_MIN, limits.SEED_MAX)
-    if name == "steps":
-        return _int_in(written, value, limits.STEPS_MIN, limits.STEPS_MAX)
-    if name == "n":
-        return _int_in(written, value, limits.COUNT_MIN, limits.COUNT_MAX)
-    if name == "cfg":
-        return _float_in(written, value, limits.GUIDANCE_MIN, limits.GUIDANCE_MAX)
-    if name == "strength":
-        return _float_in(written, value, limits.STRENGTH_MIN, limits.STRENGTH_MAX)
-    if name == "cw":
-        return _float_in(written, value, limits.CONTROL_WEIGHT_MIN, limits.CONTROL_WEIGHT_MAX)
-    if name == "iw":
-        return _float_in(written, value, limits.IMAGE_WEIGHT_MIN, limits.IMAGE_WEIGHT_MAX)
-    if name == "sw":
-        return _float_in(written, value, limits.STYLE_WEIGHT_MIN, limits.STYLE_WEIGHT_MAX)
+    if name in _INTEGERS:
+        return _int_in(written, value, *_INTEGERS[name])
+    if name in _DECIMALS:
+        return _float_in(written, value, *_DECIMALS[name])
     # model and sampler: one word, checked against the catalogue by the caller
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
         raise PromptError(f"`--{written}` takes one name, got `{value}`")

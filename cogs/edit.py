@@ -15,7 +15,7 @@ import discord
 from discord.ext import commands
 from PIL import Image
 
-from bot.access import may_use_here, visible_image
+from bot.access import usable_image, visible_image
 from bot.engine.canvas import cells_mask
 from bot.imaging import decode, region_sheet
 from bot.jobs import JobRefused, Origin
@@ -58,14 +58,6 @@ class Edit(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.buttons.unregister(*self.actions)
 
-    async def _source(self, interaction: Interaction,
-                      press: Press) -> tuple[JobRecord, ImageRecord] | None:
-        """The picture a button edits, if this interaction may see it and use it here."""
-        found = await visible_image(interaction, press.job_id, press.index)
-        if found is None or not await may_use_here(interaction, found[0]):
-            return None
-        return found
-
     async def _start(self, interaction: Interaction, make: Callable[[], JobRecord],
                      title: str) -> None:
         """Start the edit `make()` builds (refusing it with its reason), through remix mode."""
@@ -79,7 +71,7 @@ class Edit(commands.Cog):
     # ---- Zoom Out, Make Square, Pan -------------------------------------------------------
 
     async def zoom(self, interaction: Interaction, press: Press, factor: float) -> None:
-        found = await self._source(interaction, press)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found
@@ -98,7 +90,7 @@ class Edit(commands.Cog):
 
     async def on_custom_zoom(self, interaction: Interaction, press: Press) -> None:
         """`Custom Zoom`: a form with the prompt and ` --zoom 2` to change (1 to 2)."""
-        found = await self._source(interaction, press)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found
@@ -127,7 +119,7 @@ class Edit(commands.Cog):
 
     async def on_square(self, interaction: Interaction, press: Press) -> None:
         """`Make Square`: the picture in the middle of a square, the sides new."""
-        found = await self._source(interaction, press)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found
@@ -142,7 +134,7 @@ class Edit(commands.Cog):
 
     async def pan(self, interaction: Interaction, press: Press, direction: str) -> None:
         """`⬅️` `➡️` `⬆️` `⬇️`: the scene goes on by half the picture on that side."""
-        found = await self._source(interaction, press)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found
@@ -167,7 +159,7 @@ class Edit(commands.Cog):
 
     async def on_vary_region(self, interaction: Interaction, press: Press) -> None:
         """`Vary (Region)`: privately, the picture under a numbered 3×3 grid to choose cells."""
-        found = await self._source(interaction, press)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found
@@ -196,7 +188,7 @@ class Edit(commands.Cog):
         if not cells:
             await answer_error(interaction, NO_CELLS)
             return
-        found = await self._source(interaction, press)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.access import may_use_here, visible_image, visible_job
+from bot.access import may_use_here, usable_image, visible_job
 from bot.jobs import JobRefused, Origin
 from bot.jobs.making import enhanced, rerolled, upscaled, varied
 from bot.prompt import PromptError
@@ -57,12 +57,10 @@ class Studio(commands.Cog):
     async def vary(self, interaction: Interaction, press: Press, strength: float,
                    title: str) -> None:
         """Four variations of image `press.index` (img2img from it at `strength`)."""
-        found = await visible_image(interaction, press.job_id, press.index)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found
-        if not await may_use_here(interaction, parent):
-            return
         family = self.bot.catalogue.family_of(parent.model)
         job = varied(Origin.of(interaction), parent, image, strength, family)
         await start_or_remix(self.bot, interaction, job, title)
@@ -79,12 +77,10 @@ class Studio(commands.Cog):
 
     async def on_upscale(self, interaction: Interaction, press: Press) -> None:
         """`Upscale (2x)`: the picture at twice the size, refined by a light img2img pass."""
-        found = await visible_image(interaction, press.job_id, press.index)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found
-        if not await may_use_here(interaction, parent):
-            return
         try:
             job = upscaled(Origin.of(interaction), parent, image,
                            self.bot.settings.upscale_strength)
@@ -95,12 +91,10 @@ class Studio(commands.Cog):
 
     async def on_enhance(self, interaction: Interaction, press: Press) -> None:
         """`Enhance`: a draft's picture at full quality, from the same seed."""
-        found = await visible_image(interaction, press.job_id, press.index)
+        found = await usable_image(interaction, press.job_id, press.index)
         if found is None:
             return
         parent, image = found
-        if not await may_use_here(interaction, parent):
-            return
         try:
             if parent.draft is None:
                 raise JobRefused("Only the pictures of a `--draft` job can be enhanced")
