@@ -130,8 +130,8 @@ def moved_text(job: JobRecord) -> str:
 _TAKEN_AS_IS = {
     "depth": "no depth annotator is set up (SD_ANNOTATORS): the control image was used as the "
              "depth map as it is (white near, black far)",
-    "pose": "the control image was used as a pose skeleton (OpenPose's colours) as it is: there "
-            "is no pose annotator",
+    "pose": "no pose annotator is set up (SD_ANNOTATORS): the control image was used as a pose "
+            "skeleton (OpenPose's colours) as it is",
     "lineart": "the control image was used as a line drawing: there is no lineart annotator to "
                "draw one from a photo",
 }

@@ -1,6 +1,7 @@
 """Tiny random adapters for the `tiny` model, built from configs with no download: a ControlNet, an
 IP-Adapter (adapter file and image encoder, in h94/IP-Adapter's `models/` layout that
-`SD_IP_ADAPTER` reads), a BLIP captioner and a DPT depth annotator. Their outputs are noise, so
+`SD_IP_ADAPTER` reads), a BLIP captioner, a DPT depth annotator and a VitPose pose annotator.
+Their outputs are noise, so
 tests assert the flow and what is provable (a condition changes the pixels, the same inputs give
 the same pixels)."""
 
@@ -126,14 +127,37 @@ def build_depth_annotator(folder: Path) -> Path:
     return folder
 
 
+def build_pose_annotator(folder: Path) -> Path:
+    """A tiny VitPose pose estimator (COCO's 17 keypoints) with its image processor. Its heatmaps
+    are lifted by a bias, so every keypoint scores above the skeleton's threshold and is drawn."""
+    import torch
+    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation
+    from transformers.models.vitpose.image_processing_pil_vitpose import VitPoseImageProcessorPil
+
+    with torch.random.fork_rng():
+        torch.manual_seed(17)
+        model = VitPoseForPoseEstimation(VitPoseConfig(
+            backbone_config=VitPoseBackboneConfig(
+                image_size=[64, 48], patch_size=[16, 16], hidden_size=32, num_hidden_layers=2,
+                num_attention_heads=4, out_indices=[2]),
+            num_labels=17))
+        with torch.no_grad():
+            model.head.conv.bias.fill_(1.0)
+    model.save_pretrained(folder)
+    VitPoseImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_adapters(tiny_model_dir: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny model's ControlNet, IP-Adapter folder and captioner, built once per session."""
+    """The tiny model's ControlNet, IP-Adapter folder, captioner and annotators, built once per
+    session."""
     root = tmp_path_factory.mktemp("adapters")
     return {
         "controlnet": build_controlnet(tiny_model_dir, root / "controlnet"),
         "ip_adapter": build_ip_adapter(tiny_model_dir, root / "ip-adapter"),
         "captioner": build_captioner(root / "blip"),
         "depth": build_depth_annotator(root / "dpt"),
+        "pose": build_pose_annotator(root / "vitpose"),
     }

@@ -17,9 +17,9 @@ from bot.engine.models import ModelSpec
 ARCHITECTURES = ("sd1", "sd2", "sdxl", "sd3", "flux", "tiny")
 ARCHITECTURE_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sd3": "SD 3",
                        "flux": "FLUX.1", "tiny": "tiny"}
-# Control maps an annotator model can make (a transformers depth estimator); without one the
-# control picture is taken as the map itself.
-ANNOTATED = ("depth",)
+# Control maps an annotator model can make (a transformers depth estimator, a VitPose pose
+# estimator); without one the control picture is taken as the map itself.
+ANNOTATED = ("depth", "pose")
 
 
 def architecture(spec: ModelSpec) -> str:

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from bot.engine.adapters import AdapterConfig
+from bot.engine.control import LIMB_SHADE, OPENPOSE_COLOURS, openpose_points, pose_skeleton
 from bot.engine.models import describe
 from bot.engine.types import (
     CaptionRequest,
@@ -40,9 +41,10 @@ def worker(tiny_model_dir: Path, tiny_adapters: dict[str, Path]) -> Iterator[Wor
     adapters = AdapterConfig(
         controlnets=(("tiny", "canny", str(tiny_adapters["controlnet"])),
                      ("tiny", "tile", str(tiny_adapters["controlnet"])),
-                     ("tiny", "depth", str(tiny_adapters["controlnet"]))),
+                     ("tiny", "depth", str(tiny_adapters["controlnet"])),
+                     ("tiny", "pose", str(tiny_adapters["controlnet"]))),
         ip_adapters=(("tiny", str(tiny_adapters["ip_adapter"])),),
-        annotators=(("depth", str(tiny_adapters["depth"])),),
+        annotators=(("depth", str(tiny_adapters["depth"])), ("pose", str(tiny_adapters["pose"]))),
         caption_model=str(tiny_adapters["captioner"]))
     yield Worker(WorkerConfig(models=(describe("tiny", "tiny"),), device="cpu",
                               cache_dir=str(tiny_model_dir.parent), adapters=adapters,
@@ -132,9 +134,9 @@ def test_jobs_of_one_call_keep_their_own_control_maps(worker: Worker, drawing: b
 
 def test_a_control_without_its_controlnet_fails_the_job_alone(worker: Worker,
                                                               drawing: bytes) -> None:
-    outcome = worker.run([request("pose", control=Control("pose", drawing))])["pose"]
+    outcome = worker.run([request("lines", control=Control("scribble", drawing))])["lines"]
     assert isinstance(outcome, EngineError)
-    assert "No ControlNet for `pose`" in str(outcome)
+    assert "No ControlNet for `scribble`" in str(outcome)
 
 
 def test_the_depth_annotator_makes_the_depth_map(worker: Worker, drawing: bytes) -> None:
@@ -145,6 +147,48 @@ def test_the_depth_annotator_makes_the_depth_map(worker: Worker, drawing: bytes)
     assert (made[..., 0] == made[..., 1]).all()  # a grey depth map…
     as_is = pixels(png(Image.open(io.BytesIO(drawing)).resize((128, 128))))
     assert np.abs(made - as_is).max() > 0  # …not the picture itself
+
+
+OPENPOSE_SHADES = {*OPENPOSE_COLOURS, *(tuple(int(level * LIMB_SHADE) for level in colour)
+                                        for colour in OPENPOSE_COLOURS)}
+
+
+def test_the_pose_annotator_draws_an_openpose_skeleton(worker: Worker, drawing: bytes) -> None:
+    pose = run(worker, request("pose", control=Control("pose", drawing)))["pose"]
+    assert pose.control_map is not None
+    made = pixels(pose.control_map)
+    assert made.shape == (128, 128, 3)
+    colours = {tuple(int(level) for level in colour) for colour in made.reshape(-1, 3)}
+    black = (made == 0).all(axis=-1).mean()
+    assert 0.5 < black < 1  # mostly black, with a skeleton on it…
+    assert colours - {(0, 0, 0)} <= OPENPOSE_SHADES  # …in OpenPose's colours only
+    assert len(colours) > 5
+    as_is = pixels(png(Image.open(io.BytesIO(drawing)).resize((128, 128))))
+    assert np.abs(made - as_is).max() > 0  # not the picture itself
+    assert len(pose.images) == 2  # and the job drew with it
+
+
+def test_the_pose_skeleton_is_drawn_as_openpose_draws_it() -> None:
+    # COCO keypoints: the shoulders (5 left, 6 right) make the neck; the right elbow (8) is
+    # seen, the left elbow (7) scores too low to be drawn
+    keypoints = [(0.0, 0.0)] * 17
+    scores = [0.0] * 17
+    for index, point, score in ((5, (150.0, 60.0), 0.9), (6, (50.0, 60.0), 0.9),
+                                (8, (50.0, 160.0), 0.8), (7, (150.0, 160.0), 0.1)):
+        keypoints[index], scores[index] = point, score
+    points = openpose_points(keypoints, scores)
+    assert points[1] == (100.0, 60.0)  # the neck, between the shoulders
+    assert points[3] == (50.0, 160.0) and points[6] is None
+    made = np.asarray(pose_skeleton(points, 200, 200))
+    shade = [int(level * LIMB_SHADE) for level in OPENPOSE_COLOURS[2]]  # right upper arm
+    assert made[110, 50].tolist() == shade  # along the limb from the right shoulder to elbow
+    assert made[60, 50].tolist() == list(OPENPOSE_COLOURS[2])  # the right shoulder's dot
+    assert made[160, 50].tolist() == list(OPENPOSE_COLOURS[3])  # the right elbow's dot
+    assert made[60, 75].tolist() == [int(level * LIMB_SHADE)  # the neck to the right shoulder
+                                     for level in OPENPOSE_COLOURS[0]]
+    assert made[110, 150].tolist() == [0, 0, 0]  # the left elbow scored too low: no arm…
+    assert made[160, 150].tolist() == [0, 0, 0]  # …and no dot
+    assert made[10:40, :].max() == 0 and made[180:, :].max() == 0  # black elsewhere
 
 
 def test_a_reference_steers_and_iw_zero_draws_as_if_there_were_none(worker: Worker) -> None:

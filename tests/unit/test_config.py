@@ -161,7 +161,7 @@ def test_token_not_required_when_not_asked(tmp_path: Path) -> None:
         ("SD_CONTROLNETS", "canny=a,canny=b"),
         ("SD_IP_ADAPTER", "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"),
         ("SD_IP_ADAPTER", "sd15=h94/IP-Adapter/models/ip-adapter_sd15.safetensors"),
-        ("SD_ANNOTATORS", "pose=lllyasviel/Annotators"),
+        ("SD_ANNOTATORS", "lineart=lllyasviel/Annotators"),
         ("DISCORD_API_BASE", "ftp://x"),
         ("DISCORD_API_BASE", "localhost:8080"),
         ("DISCORD_API_BASE", "ws://127.0.0.1:8080"),
