@@ -153,6 +153,29 @@ async def test_a_control_image_taken_as_its_map_says_so(atelier: Atelier,
     assert maps[0][0] != maps[1][0]
 
 
+async def test_the_pose_annotator_draws_the_control_images_skeleton(
+        atelier: Atelier, tiny_adapters: dict[str, Path]) -> None:
+    await atelier.restart(sd_controlnets=((None, "pose", str(tiny_adapters["controlnet"])),))
+    taken = await finished(await imagine(atelier, "a dancer --seed 3",
+                                         {"control_image": drawing()}, control="pose"))
+    assert taken.content.endswith(
+        "\n-# `pose`: no pose annotator is set up (SD_ANNOTATORS): the control image was used "
+        "as a pose skeleton (OpenPose's colours) as it is")
+    # with a pose annotator, its skeleton is the map and nothing needs saying
+    await atelier.restart(sd_annotators=(("pose", str(tiny_adapters["pose"])),))
+    made = await finished(await imagine(atelier, "a dancer --seed 3",
+                                        {"control_image": drawing()}, control="pose"))
+    assert "-# " not in made.content
+    assert np.abs(pixels(made.attachment_bytes()) - pixels(taken.attachment_bytes())).max() > 0
+    root = Path(atelier.settings.images_dir)
+    picture, skeleton = (pixels(next(root.glob(f"{sha[:2]}/{sha}.*")).read_bytes())
+                         for [sha] in rows(atelier, "SELECT control_map FROM jobs "
+                                                    "ORDER BY created_at"))
+    assert (picture == 255).all(axis=-1).mean() > 0.5  # the white page taken as it is…
+    assert 0.5 < (skeleton == 0).all(axis=-1).mean() < 1  # a skeleton on black
+    assert not (skeleton == 255).all(axis=-1).any()  # …then a skeleton, with no white left
+
+
 async def test_jobs_with_the_same_controlnet_share_a_call(
         atelier: Atelier, monkeypatch: pytest.MonkeyPatch) -> None:
     double = atelier.double
