@@ -44,7 +44,8 @@ Annotator = Callable[[Image.Image], Image.Image]
 # 18 points of OpenPose's body layout (nose, neck, right shoulder, elbow, wrist, left shoulder,
 # elbow, wrist, right hip, knee, ankle, left hip, knee, ankle, right eye, left eye, right ear,
 # left ear), each with its colour; a limb between two points takes the colour of its place in
-# `OPENPOSE_LIMBS`, at 60 % brightness, under the points in full colour, on black.
+# `OPENPOSE_LIMBS`, at 60 % brightness, under the points in full colour, on black. (OpenPose's
+# last two limbs, ear to shoulder, are left out of its drawing, and so here.)
 OPENPOSE_COLOURS = (
     (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
     (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
@@ -125,6 +126,7 @@ def pose_skeleton(points: Sequence[Point | None], width: int, height: int) -> Im
 
     stroke = max(1, round(OPENPOSE_STROKE * min(width, height) / OPENPOSE_SIDE))
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    # 17 limbs take the first 17 of the 18 colours
     for colour, (start, end) in zip(OPENPOSE_COLOURS, OPENPOSE_LIMBS, strict=False):
         first, second = points[start], points[end]
         if first is None or second is None:
