@@ -64,36 +64,37 @@ class Captioner:
                  time.perf_counter() - started)
 
     def run(self, requests: Sequence[CaptionRequest]) -> dict[str, CaptionResult]:
-        """Suggestions for every request's picture, in one call of the model."""
-        import torch
-
+        """Suggestions for every request's picture. Each is sampled from its own seed, in a
+        call of its own: the same picture and seed give the same suggestions whatever else
+        the batch holds (a sampling call has one random stream for all its rows)."""
         if self._model is None:
             self._load()
-        started = time.perf_counter()
-        pictures = [decode_picture(request.picture, "picture") for request in requests]
-        wanted = max(request.suggestions for request in requests)
         task = TASK_PROMPTS.get(self._model.config.model_type)
-        inputs = self._processor(images=pictures, text=[task] * len(pictures) if task else None,
+        results = {}
+        for request in requests:
+            started = time.perf_counter()
+            # Twice as many as needed, so that repeats can be left out.
+            texts = self._sample(decode_picture(request.picture, "picture"), task,
+                                 request.seed, 2 * request.suggestions)
+            mine = [clean(text.removeprefix(task) if task else text) for text in texts]
+            results[request.job_id] = CaptionResult(
+                request.job_id, _pick(mine, request.suggestions),
+                time.perf_counter() - started)
+        return results
+
+    def _sample(self, picture: Any, task: str | None, seed: int, samples: int) -> list[str]:
+        import torch
+
+        inputs = self._processor(images=[picture], text=[task] if task else None,
                                  return_tensors="pt").to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        # Twice as many as needed, so that repeats can be left out.
-        samples = 2 * wanted
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(requests[0].seed)
+            torch.manual_seed(seed)
             output = self._model.generate(
                 **inputs, do_sample=True, top_p=TOP_P, num_return_sequences=samples,
                 min_new_tokens=MIN_NEW_TOKENS, max_new_tokens=MAX_NEW_TOKENS)
-        texts = self._processor.batch_decode(output, skip_special_tokens=True)
-        seconds = (time.perf_counter() - started) / len(requests)
-        results = {}
-        for number, request in enumerate(requests):
-            mine = [clean(text) for text in texts[number * samples:(number + 1) * samples]]
-            if task:
-                mine = [text.removeprefix(task).strip() for text in mine]
-            results[request.job_id] = CaptionResult(
-                request.job_id, _pick(mine, request.suggestions), seconds)
-        return results
+        return list(self._processor.batch_decode(output, skip_special_tokens=True))
 
 
 def _pick(captions: list[str], count: int) -> tuple[str, ...]:

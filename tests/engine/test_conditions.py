@@ -257,6 +257,18 @@ def test_captions_are_four_suggestions_per_picture(worker: Worker, drawing: byte
     assert again["one"] == replace(outcomes["one"], seconds=again["one"].seconds)  # type: ignore[arg-type]
 
 
+def test_a_pictures_suggestions_are_its_own_whatever_the_batch(worker: Worker,
+                                                               drawing: bytes) -> None:
+    batched = worker.run([CaptionRequest("first", "user", RED, seed=9),
+                          CaptionRequest("mine", "user", drawing, seed=5)])["mine"]
+    alone = worker.run([CaptionRequest("mine", "user", drawing, seed=5)])["mine"]
+    reseeded = worker.run([CaptionRequest("mine", "user", drawing, seed=6)])["mine"]
+    assert isinstance(batched, CaptionResult) and isinstance(alone, CaptionResult)
+    assert isinstance(reseeded, CaptionResult)
+    assert batched.suggestions == alone.suggestions
+    assert reseeded.suggestions != alone.suggestions
+
+
 def test_captioning_needs_a_model(tiny_model_dir: Path) -> None:
     bare = Worker(WorkerConfig(models=(describe("tiny", "tiny"),), device="cpu",
                                cache_dir=str(tiny_model_dir.parent), finish_threads=0))
