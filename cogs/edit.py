@@ -17,6 +17,7 @@ from PIL import Image
 
 from bot.access import usable_image, visible_image
 from bot.engine.canvas import cells_mask
+from bot.engine.families import Family
 from bot.imaging import decode, region_sheet
 from bot.jobs import JobRefused, Origin
 from bot.jobs.making import panned, region, squared, zoomed
@@ -58,11 +59,17 @@ class Edit(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.buttons.unregister(*self.actions)
 
-    async def _start(self, interaction: Interaction, make: Callable[[], JobRecord],
-                     title: str) -> None:
-        """Start the edit `make()` builds (refusing it with its reason), through remix mode."""
+    async def _edit(self, interaction: Interaction, press: Press, title: str,
+                    make: Callable[[Origin, JobRecord, ImageRecord, Family], JobRecord]) -> None:
+        """Start the edit `make` builds from the pressed picture (refusing it with its reason),
+        through remix mode."""
+        found = await usable_image(interaction, press.job_id, press.index)
+        if found is None:
+            return
+        parent, image = found
+        family = self.bot.catalogue.family_of(parent.model)
         try:
-            job = make()
+            job = make(Origin.of(interaction), parent, image, family)
         except JobRefused as error:
             await answer_error(interaction, f"❌ {error}")
             return
@@ -71,14 +78,9 @@ class Edit(commands.Cog):
     # ---- Zoom Out, Make Square, Pan -------------------------------------------------------
 
     async def zoom(self, interaction: Interaction, press: Press, factor: float) -> None:
-        found = await usable_image(interaction, press.job_id, press.index)
-        if found is None:
-            return
-        parent, image = found
-        family = self.bot.catalogue.family_of(parent.model)
-        await self._start(interaction, lambda: zoomed(Origin.of(interaction), parent, image,
-                                                      factor, family),
-                          f"Zoom Out {factor:g}x")
+        await self._edit(interaction, press, f"Zoom Out {factor:g}x",
+                         lambda origin, parent, image, family:
+                         zoomed(origin, parent, image, factor, family))
 
     async def on_zoom_2(self, interaction: Interaction, press: Press) -> None:
         """`Zoom Out 2x`: the picture at half its size, in the middle of a new scene."""
@@ -119,12 +121,8 @@ class Edit(commands.Cog):
 
     async def on_square(self, interaction: Interaction, press: Press) -> None:
         """`Make Square`: the picture in the middle of a square, the sides new."""
-        found = await usable_image(interaction, press.job_id, press.index)
-        if found is None:
-            return
-        parent, image = found
-        await self._start(interaction, lambda: squared(Origin.of(interaction), parent, image),
-                          "Make Square")
+        await self._edit(interaction, press, "Make Square",
+                         lambda origin, parent, image, _: squared(origin, parent, image))
 
     def _pan(self, direction: str) -> Handler:
         async def on_pan(interaction: Interaction, press: Press) -> None:
@@ -134,14 +132,9 @@ class Edit(commands.Cog):
 
     async def pan(self, interaction: Interaction, press: Press, direction: str) -> None:
         """`⬅️` `➡️` `⬆️` `⬇️`: the scene goes on by half the picture on that side."""
-        found = await usable_image(interaction, press.job_id, press.index)
-        if found is None:
-            return
-        parent, image = found
-        family = self.bot.catalogue.family_of(parent.model)
-        await self._start(interaction, lambda: panned(Origin.of(interaction), parent, image,
-                                                      direction, family),
-                          f"Pan {direction}")
+        await self._edit(interaction, press, f"Pan {direction}",
+                         lambda origin, parent, image, family:
+                         panned(origin, parent, image, direction, family))
 
     # ---- Vary (Region) --------------------------------------------------------------------
 
